@@ -1,0 +1,1 @@
+"""CrOC training utilities: parser, transforms, datasets, clustering, loss, distributed, checkpoint, logging."""

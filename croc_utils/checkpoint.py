@@ -1,0 +1,178 @@
+"""Checkpoints in the released layout: atomic saves, safe loads (spec ``croc-algorithm.md`` section 8).
+
+Layout of a full checkpoint: ``student`` (keys prefixed ``module.``), ``teacher`` (no prefix), ``optimizer``,
+``epoch``, ``args`` (argparse.Namespace), ``croc_loss`` (``center``, ``center_c``) and ``fp16_scaler`` when mixed
+precision was on. Below the prefix: ``backbone.`` + DINO ViT names and ``head.`` + the head, whose weight-normed
+output layers are written with the old names ``weight_g`` / ``weight_v`` so that the released files and the
+DINO-ecosystem evaluators read ours and we read theirs.
+"""
+
+import argparse
+import os
+import pickle
+import tempfile
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+NEW_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+OLD_WN = (".weight_g", ".weight_v")
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message is one line naming the file."""
+
+
+def to_released_names(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
+    """Our state dict -> the released spelling: old weight-norm names, ``prefix`` (e.g. ``module.``) prepended."""
+    out = {}
+    for key, value in state_dict.items():
+        for new, old in zip(NEW_WN, OLD_WN):
+            if key.endswith(new):
+                key = key[: -len(new)] + old
+        out[prefix + key] = value
+    return out
+
+
+def from_released_names(state_dict: Mapping[str, torch.Tensor], strip: tuple = ("module.",)) -> dict:
+    """Released (or our) spelling -> current module names: strip leading ``strip`` prefixes, new weight-norm names."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in strip:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        for new, old in zip(NEW_WN, OLD_WN):
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        out[key] = value
+    return out
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP / compile wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save_checkpoint(obj: dict, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then atomically replace ``path``.
+
+    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``, only argparse.Namespace allowed besides tensors).
+
+    Raises CheckpointError (one line naming the file) for a missing, truncated, foreign or hostile file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused to load, it holds objects that are not tensors or plain data "
+                              f"({first[:160]})") from None
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(err).__name__})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, expected a dict)")
+    return obj
+
+
+def _check_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str, what: str) -> None:
+    own = model.state_dict()
+    for key, value in state_dict.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(f"{path}: {what} is another architecture: {key} is {tuple(value.shape)} in the "
+                                  f"file but {tuple(own[key].shape)} in the model")
+
+
+def load_network_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str, what: str) -> None:
+    """Strictly load a released-spelling student/teacher state dict into ``model`` (DDP unwrapped)."""
+    model = unwrap(model)
+    state_dict = from_released_names(state_dict)
+    _check_shapes(model, state_dict, path, what)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: {what} does not match the model: {len(missing)} missing keys "
+                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+
+
+def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **objects) -> bool:
+    """Restore ``objects`` (by checkpoint key) and ``run_variables`` from ``path``, DINO style.
+
+    Networks (``student``, ``teacher``) load strictly through the released-name conversion; other objects with a
+    ``load_state_dict`` (optimizer, scaler, loss) load their entry. Returns False when ``path`` does not exist.
+    """
+    if not os.path.isfile(path):
+        return False
+    ckpt = load_checkpoint(path)
+    for key, obj in objects.items():
+        if obj is None:
+            continue
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: has no '{key}' entry (keys: {sorted(ckpt)})")
+        if isinstance(obj, nn.Module) and key in ("student", "teacher"):
+            load_network_state(obj, ckpt[key], path, key)
+        else:
+            try:
+                obj.load_state_dict(ckpt[key])
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise CheckpointError(f"{path}: cannot restore '{key}': {str(err).splitlines()[0]}") from None
+    for key in run_variables or {}:
+        if key in ckpt:
+            run_variables[key] = ckpt[key]
+    return True
+
+
+def network_state(model: nn.Module, ddp_prefix: bool) -> dict:
+    """State dict of a student/teacher network in the released spelling (``module.`` when ``ddp_prefix``)."""
+    return to_released_names(unwrap(model).state_dict(), prefix="module." if ddp_prefix else "")
+
+
+def backbone_state_dict(ckpt: Mapping, checkpoint_key: str = "teacher", path: str = "") -> dict:
+    """The ViT weights of any supported file: a full CrOC/DINO checkpoint (``checkpoint_key`` entry) or a bare
+    backbone state dict. Strips ``module.`` and ``backbone.``, drops ``head.*``."""
+    if isinstance(ckpt.get(checkpoint_key), Mapping):
+        state = ckpt[checkpoint_key]
+    elif any(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state = ckpt  # a bare state dict (DINO hub style)
+    else:
+        raise CheckpointError(f"{path}: no '{checkpoint_key}' entry (entries: {sorted(ckpt)[:8]}); "
+                              f"set --checkpoint_key")
+    state = from_released_names(state, strip=("module.", "backbone."))
+    return {k: v for k, v in state.items() if not k.startswith("head.") and isinstance(v, torch.Tensor)}
+
+
+def load_pretrained_backbone(model: nn.Module, path: str, checkpoint_key: str = "teacher") -> str:
+    """Load a ViT from ``path`` (see ``backbone_state_dict``); returns a one-line load message.
+
+    Raises CheckpointError when no weight fits or an architecture differs (e.g. vit_small weights into vit_tiny).
+    """
+    state = backbone_state_dict(load_checkpoint(path), checkpoint_key, path)
+    _check_shapes(model, state, path, "the backbone")
+    own = model.state_dict()
+    if not any(key in own for key in state):
+        raise CheckpointError(f"{path}: no ViT weights found (checkpoint_key '{checkpoint_key}'; keys like "
+                              f"{list(state)[:3]})")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    return (f"loaded {path} [{checkpoint_key}]: {len(own) - len(missing)}/{len(own)} tensors, missing {missing}, "
+            f"unexpected {unexpected}")

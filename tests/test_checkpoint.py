@@ -1,0 +1,173 @@
+import argparse
+import os
+
+import pytest
+import torch
+
+from croc_utils.checkpoint import (CheckpointError, load_checkpoint, load_pretrained_backbone, network_state,
+                                   restart_from_checkpoint, save_checkpoint)
+from models import CrOCHead, CrOCNetwork, vit_small, vit_tiny
+
+OUT_DIM, OUT_DIM_C, DEPTH = 64, 32, 2
+
+
+def make_network(seed=0, arch=vit_tiny):
+    torch.manual_seed(seed)
+    backbone = arch(depth=DEPTH)
+    return CrOCNetwork(backbone, CrOCHead(backbone.embed_dim, OUT_DIM, OUT_DIM_C)).eval()
+
+
+def released_state(D, depth, generator):
+    """The key list of spec section 8, built by hand with random tensors (old weight-norm names)."""
+    r = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    sd = {"backbone.cls_token": r(1, 1, D), "backbone.pos_embed": r(1, 197, D),
+          "backbone.patch_embed.proj.weight": r(D, 3, 16, 16), "backbone.patch_embed.proj.bias": r(D),
+          "backbone.norm.weight": r(D), "backbone.norm.bias": r(D)}
+    for i in range(depth):
+        b = f"backbone.blocks.{i}."
+        sd.update({b + "norm1.weight": r(D), b + "norm1.bias": r(D), b + "attn.qkv.weight": r(3 * D, D),
+                   b + "attn.qkv.bias": r(3 * D), b + "attn.proj.weight": r(D, D), b + "attn.proj.bias": r(D),
+                   b + "norm2.weight": r(D), b + "norm2.bias": r(D), b + "mlp.fc1.weight": r(4 * D, D),
+                   b + "mlp.fc1.bias": r(4 * D), b + "mlp.fc2.weight": r(D, 4 * D), b + "mlp.fc2.bias": r(D)})
+    sd.update({"head.mlp.0.weight": r(2048, D), "head.mlp.0.bias": r(2048), "head.mlp.2.weight": r(2048, 2048),
+               "head.mlp.2.bias": r(2048), "head.mlp.4.weight": r(256, 2048), "head.mlp.4.bias": r(256),
+               "head.last_layer.weight_g": torch.ones(OUT_DIM, 1), "head.last_layer.weight_v": r(OUT_DIM, 256),
+               "head.last_layer_c.weight_g": torch.ones(OUT_DIM_C, 1),
+               "head.last_layer_c.weight_v": r(OUT_DIM_C, 256)})
+    return sd
+
+
+def released_checkpoint(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    teacher = released_state(192, DEPTH, g)
+    student = {"module." + k: v + 0.01 for k, v in teacher.items()}
+    return {"student": student, "teacher": teacher, "optimizer": {"state": {}, "param_groups": []}, "epoch": 7,
+            "args": argparse.Namespace(arch="vit_tiny", out_dim=OUT_DIM),
+            "croc_loss": {"center": torch.zeros(1, OUT_DIM), "center_c": torch.zeros(1, OUT_DIM_C)}}
+
+
+def forward(net, x):
+    with torch.no_grad():
+        out = net([x])
+    return out.cls_logits, out.backbone.keys
+
+
+def test_released_layout_loads_and_matches(tmp_path):
+    path = str(tmp_path / "released.pth")
+    ckpt = released_checkpoint()
+    torch.save(ckpt, path)
+    teacher, student = make_network(1), make_network(2)
+    run = {"epoch": 0}
+    assert restart_from_checkpoint(path, run, teacher=teacher, student=student)
+    assert run["epoch"] == 7
+    # Same outputs as a model whose parameters are set from the dict by hand.
+    sd = teacher.state_dict()
+    torch.testing.assert_close(sd["backbone.blocks.1.attn.qkv.weight"], ckpt["teacher"]["backbone.blocks.1.attn.qkv.weight"])
+    torch.testing.assert_close(teacher.head.last_layer.weight_v if hasattr(teacher.head.last_layer, "weight_v")
+                               else teacher.head.last_layer.parametrizations.weight.original1,
+                               ckpt["teacher"]["head.last_layer.weight_v"])
+    torch.testing.assert_close(student.backbone.norm.weight, ckpt["student"]["module.backbone.norm.weight"])
+    # A backbone-only load for evaluation gives the same keys as the full load.
+    eval_model = vit_tiny(depth=DEPTH).eval()
+    msg = load_pretrained_backbone(eval_model, path)
+    assert "missing []" in msg
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(eval_model(x).keys, teacher.backbone(x).keys)
+
+
+def test_our_checkpoint_uses_released_names_and_reloads(tmp_path):
+    path = str(tmp_path / "ours.pth")
+    net = make_network(3)
+    save_checkpoint({"student": network_state(net, ddp_prefix=True), "teacher": network_state(net, False),
+                     "epoch": 1, "args": argparse.Namespace(a=1)}, path)
+    ckpt = load_checkpoint(path)
+    assert "module.head.last_layer.weight_g" in ckpt["student"]
+    assert "head.last_layer_c.weight_v" in ckpt["teacher"]
+    assert not any("parametrizations" in k for k in ckpt["teacher"])
+    assert isinstance(ckpt["args"], argparse.Namespace)
+    other = make_network(4)
+    restart_from_checkpoint(path, teacher=other)
+    x = torch.randn(2, 3, 64, 64)
+    for a, b in zip(forward(net, x), forward(other, x)):
+        torch.testing.assert_close(a, b)
+
+
+def test_new_weight_norm_spelling_loads(tmp_path):
+    path = str(tmp_path / "new.pth")
+    net = make_network(5)
+    torch.save({"teacher": net.state_dict()}, path)  # parametrizations.* spelling
+    other = make_network(6)
+    restart_from_checkpoint(path, teacher=other)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(forward(net, x)[0], forward(other, x)[0])
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_hostile_pickle_is_refused(tmp_path):
+    path = str(tmp_path / "evil.pth")
+    torch.save({"teacher": {}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    good = str(tmp_path / "good.pth")
+    save_checkpoint({"teacher": make_network().state_dict()}, good)
+    data = open(good, "rb").read()
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as err:
+        load_checkpoint(str(bad))
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        load_checkpoint(str(text))
+    tensor_file = str(tmp_path / "tensor.pth")
+    torch.save(torch.zeros(3), tensor_file)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(tensor_file)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+def test_other_architecture_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "small.pth")
+    torch.save({"teacher": {"backbone." + k: v for k, v in vit_small(depth=DEPTH).state_dict().items()}}, path)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_pretrained_backbone(vit_tiny(depth=DEPTH), path)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        restart_from_checkpoint(path, teacher=make_network())
+
+
+def test_atomic_save_keeps_previous_file_when_interrupted(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pth")
+    save_checkpoint({"epoch": 1}, path)
+
+    def dying_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_bare_backbone_and_missing_key(tmp_path):
+    path = str(tmp_path / "bare.pth")
+    src = vit_tiny(depth=DEPTH)
+    torch.save(src.state_dict(), path)
+    dst = vit_tiny(depth=DEPTH)
+    load_pretrained_backbone(dst, path)
+    torch.testing.assert_close(dst.pos_embed, src.pos_embed)
+    with pytest.raises(CheckpointError, match="checkpoint_key"):
+        torch.save({"student": {}, "epoch": 1}, path)
+        load_pretrained_backbone(dst, path, checkpoint_key="teacher")

@@ -1,0 +1,66 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from croc_utils.parser import get_args_parser, parse_args
+
+RELEASED_DEFAULTS = {
+    "arch": "vit_small", "patch_size": 16, "out_dim": 65536, "out_dim_c": 8192, "norm_last_layer": True,
+    "momentum_teacher": 0.996, "use_bn_in_head": False, "warmup_teacher_temp": 0.04, "teacher_temp": 0.04,
+    "warmup_teacher_temp_epochs": 0, "warmup_teacher_temp_c": 0.04, "teacher_temp_c": 0.04, "student_temp_c": 0.1,
+    "use_fp16": True, "weight_decay": 0.04, "weight_decay_end": 0.4, "clip_grad": 3.0, "batch_size_per_gpu": 16,
+    "epochs": 300, "freeze_last_layer": 1, "lr": 0.0005, "warmup_epochs": 10, "min_lr": 1e-6, "optimizer": "adamw",
+    "drop_path_rate": 0.1, "global_crops_scale": (0.25, 1.0), "local_crops_number": 0, "local_crops_scale": (0.05, 0.4),
+    "output_dir": "output", "saveckp_freq": 50, "seed": 0, "num_workers": 4, "dist_url": "env://", "local_rank": 0,
+    "sinkhorn_lambda": 20, "sinkhorn_iterations": 5, "alpha_s": 1, "student_temp": 1.0, "dataset_type": "coco",
+    "imagenet1k_path": "", "coco_path": "/path/to/coco/", "data_path": "", "untar_path": "", "pos_alpha": 4.0,
+    "which_features": "k", "n_tokens": 5, "n_centroids_max": 4, "uniform_marginals": False, "marginals_temp_r": 2.0,
+    "marginals_temp_c": 2.0,
+}
+
+
+def test_every_released_flag_has_its_released_default():
+    args = parse_args([])
+    for name, default in RELEASED_DEFAULTS.items():
+        assert getattr(args, name) == default, name
+        assert type(getattr(args, name)) is type(default) or isinstance(default, (int, float)), name
+
+
+def test_released_choices():
+    actions = {a.dest: a for a in get_args_parser()._actions}
+    assert set(actions["optimizer"].choices) == {"adamw", "sgd", "lars"}
+    assert set(actions["which_features"].choices) == {"last", "k", "q", "v"}
+    assert {"imagenet1k", "coco", "coco+", "imagefolder"} <= set(actions["dataset_type"].choices)
+
+
+def test_launcher_and_aliases():
+    assert parse_args(["--local_rank", "3"]).local_rank == 3
+    assert parse_args(["--local-rank=2"]).local_rank == 2
+    assert parse_args(["--arch", "deit_small"]).arch == "vit_small"
+    assert parse_args(["--dataset_type", "coco+"]).dataset_type == "coco+"
+    assert parse_args(["--use_fp16", "false", "--norm_last_layer", "0"]).use_fp16 is False
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--n_tokens", "3", "--n_centroids_max", "4"], "--n_centroids_max"),
+    (["--n_tokens", "1"], "--n_tokens"),
+    (["--global_crops_scale", "0.9", "0.2"], "--global_crops_scale"),
+    (["--local_crops_scale", "0.1"], "--local_crops_scale"),
+    (["--global_crops_size", "100"], "--global_crops_size"),
+    (["--batch_size_per_gpu", "0"], "--batch_size_per_gpu"),
+    (["--optimizer", "adam"], "--optimizer"),
+])
+def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse_args(argv)
+    assert err.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert flag in message and "\n" not in message
+
+
+def test_help_mentions_true_defaults():
+    text = subprocess.run([sys.executable, "-m", "croc_utils.parser", "--help"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert "Default: 65536" in text and "Default: 0.996" in text
