@@ -10,6 +10,7 @@ DINO-ecosystem evaluators read ours and we read theirs.
 import argparse
 import os
 import pickle
+import re
 import tempfile
 from typing import Mapping, Optional
 
@@ -87,9 +88,10 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = found.group(1) if found else type(err).__name__
         raise CheckpointError(f"{path}: refused to load, it holds objects that are not tensors or plain data "
-                              f"({first[:160]})") from None
+                              f"({what})") from None
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(err).__name__})") from None
     if not isinstance(obj, dict):

@@ -2,8 +2,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from croc_utils.optim import (LARS, cancel_gradients_last_layer, clip_gradients, cosine_scheduler, ema_update,
-                              get_params_groups)
+from croc_utils.optim import (
+    LARS,
+    cancel_gradients_last_layer,
+    clip_gradients,
+    cosine_scheduler,
+    ema_update,
+    get_params_groups,
+)
 from models import CrOCHead
 
 

@@ -1,0 +1,300 @@
+"""Pretraining datasets (spec section 6) and their loader.
+
+`build_pretrain_dataset(args, transform)` reads `args.dataset_type` and one of `--data_path` (imagefolder),
+`--imagenet1k_path` (its ILSVRC2012_img_train), `--coco_path` (images/train2017; coco+ adds unlabeled2017) or
+`--synthetic_num_images` (the embedded scenes, train split, seeded by `--seed`). A data path ending in .tar is first
+extracted to `--untar_path` (once per node) as the release does. Labels are never read: items are the transform's
+output for one image.
+
+Reproducibility: `build_pretrain_loader` wraps its sampler in `EpochSampler`, which hands the dataset
+(index, augmentation seed) pairs; the seed is a hash of (seed, epoch, index) and drives every random choice of the
+transform (through a per-sample `torch.Generator`). So the order AND the views of epoch e depend only on (seed, e),
+whatever `num_workers` or the number of processes, and a resumed run sees the same data as an uninterrupted one.
+"""
+
+import inspect
+import logging
+import os
+import tarfile
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
+
+from croc_utils.synthetic import SyntheticScenes
+
+logger = logging.getLogger(__name__)
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
+DATASET_TYPES = ("imagefolder", "imagenet1k", "coco", "coco+", "synthetic")
+MAX_CONSECUTIVE_SKIPS = 100
+_MASK64 = (1 << 64) - 1
+
+
+# ===== reproducible sampling =====
+def mix_seed(*values: int) -> int:
+    """Hash integers into a 63-bit seed (splitmix64 finaliser): nearby (seed, epoch, index) give unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for value in values:
+        h = (h ^ (value & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & _MASK64
+        h ^= h >> 29
+    return h >> 1
+
+
+class EpochSampler(Sampler):
+    """Wraps a sampler of indices to yield (index, augmentation seed) pairs that depend only on (seed, epoch, index).
+
+    `set_epoch(epoch)` seeds the wrapped sampler for that epoch (DistributedSampler's own `set_epoch`, or a reseed of a
+    RandomSampler's generator). Iterating twice without `set_epoch` in between moves to the next epoch, so a training
+    loop that forgets the call still gets fresh views each epoch (but then epochs are not reproducible on resume).
+    """
+
+    def __init__(self, sampler: DistributedSampler | RandomSampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+        self._iterated = False
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._iterated = epoch, False
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)  # DistributedSampler shuffles with seed + epoch
+        else:
+            self.sampler.generator.manual_seed(mix_seed(self.seed, epoch))
+
+    def __iter__(self):
+        if self._iterated:
+            self.set_epoch(self.epoch + 1)
+        self._iterated = True
+        epoch = self.epoch
+        for index in self.sampler:
+            yield index, mix_seed(self.seed, epoch, index)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def build_pretrain_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, seed: int, distributed: bool
+) -> tuple[DataLoader, EpochSampler]:
+    """Shuffling loader with drop_last; returns (loader, sampler) and the training loop calls `sampler.set_epoch(e)`.
+
+    With `distributed`, torch.distributed must be initialised and each process gets a DistributedSampler shard
+    (shuffle, seed, drop_last); otherwise a RandomSampler with a generator seeded per epoch.
+    """
+    if distributed and not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("build_pretrain_loader: distributed=True but torch.distributed is not initialised")
+    if distributed:
+        base = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+    else:
+        base = RandomSampler(dataset, generator=torch.Generator())
+    if len(base) < batch_size:
+        raise ValueError(
+            f"--batch_size_per_gpu {batch_size} is larger than the {len(base)} images each process gets "
+            f"({len(dataset)} in the dataset): no full batch"
+        )
+    sampler = EpochSampler(base, seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler
+
+
+# ===== datasets =====
+def _accepts_generator(transform) -> bool:
+    try:
+        return "generator" in inspect.signature(transform).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _PretrainDataset(Dataset):
+    """Common item handling: an item is an index or an (index, augmentation seed) pair from EpochSampler."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        self._seeded = transform is not None and _accepts_generator(transform)
+        # Shared memory, so that increments made in DataLoader workers reach the main process.
+        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._reported = 0
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable images skipped so far, by this process and its loader workers."""
+        return int(self._skipped.item())
+
+    def log_skipped(self, epoch: int) -> int:
+        """Log (one line) and return how many images were skipped since the last call, e.g. once per epoch."""
+        total = self.num_skipped
+        count, self._reported = total - self._reported, total
+        if count:
+            logger.warning("epoch %d: skipped %d unreadable images (%d in total)", epoch, count, total)
+        return count
+
+    def _apply(self, img: Image.Image, seed: int | None):
+        if self.transform is None:
+            return img
+        if seed is not None and self._seeded:
+            return self.transform(img, generator=torch.Generator().manual_seed(seed))
+        return self.transform(img)
+
+    @staticmethod
+    def _split(item) -> tuple[int, int | None]:
+        return (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), None)
+
+
+class ImageFilesDataset(_PretrainDataset):
+    """Images from a list of files, read as RGB; an unreadable file is skipped (one warning) for the next one.
+
+    Args:
+        files: image paths (sorted, so that every process sees the same order).
+        transform: callable on a PIL image (e.g. CrOCAugmentation), or None to return the image.
+    """
+
+    def __init__(self, files: list[str], transform=None):
+        super().__init__(transform)
+        self.files = files
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item):
+        index, seed = self._split(item)
+        for offset in range(min(MAX_CONSECUTIVE_SKIPS, len(self.files))):
+            img = self._load(self.files[(index + offset) % len(self.files)])
+            if img is not None:
+                return self._apply(img, seed)
+        raise RuntimeError(f"{MAX_CONSECUTIVE_SKIPS} consecutive unreadable images from {self.files[index]} on")
+
+    def _load(self, path: str) -> Image.Image | None:
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            self._skipped += 1
+            if path not in self._warned:  # once per file and process
+                self._warned.add(path)
+                logger.warning("skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
+            return None
+
+
+class SyntheticPretrainDataset(_PretrainDataset):
+    """The transform applied to the images of `SyntheticScenes` (masks unused)."""
+
+    def __init__(self, scenes: SyntheticScenes, transform=None):
+        super().__init__(transform)
+        self.scenes = scenes
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, item):
+        index, seed = self._split(item)
+        return self._apply(self.scenes[index][0], seed)
+
+
+# ===== locating the data =====
+def list_images(folder: str, flag: str) -> list[str]:
+    """All image files under `folder` (recursively, symlinks followed), sorted; clear errors if none."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{flag}: {folder} does not exist or is not a folder")
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort()
+        files += [os.path.join(root, name) for name in sorted(names) if name.lower().endswith(IMG_EXTENSIONS)]
+    if not files:
+        raise ValueError(f"{flag}: no images ({', '.join(IMG_EXTENSIONS)}) under {folder}")
+    return files
+
+
+def _archive_stem(path: str) -> str:
+    name = os.path.basename(path.rstrip("/"))
+    return name[: -len(next(ext for ext in ARCHIVE_EXTENSIONS if name.endswith(ext)))]
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def untar(archive: str, untar_path: str, flag: str) -> str:
+    """Extract `archive` into `untar_path` once per node; return `untar_path`/<archive name without extension>.
+
+    `untar_path` may be '$VAR' (an environment variable, e.g. a node-local scratch folder), as in the release.
+    A marker file makes a restarted run skip the extraction.
+    """
+    if not untar_path:
+        raise ValueError(f"{flag}: {archive} is an archive, so --untar_path must name where to extract it")
+    if untar_path.startswith("$"):
+        if untar_path[1:] not in os.environ:
+            raise ValueError(f"--untar_path: environment variable {untar_path[1:]} is not set")
+        untar_path = os.environ[untar_path[1:]]
+    if not os.path.isfile(archive):
+        raise FileNotFoundError(f"{flag}: {archive} does not exist")
+    marker = os.path.join(untar_path, f".{os.path.basename(archive)}.extracted")
+    if _local_rank() == 0 and not os.path.exists(marker):
+        os.makedirs(untar_path, exist_ok=True)
+        logger.info("extracting %s to %s", archive, untar_path)
+        try:
+            with tarfile.open(archive) as tar:
+                # The "data" filter refuses absolute paths, links out of the folder and devices (Python >= 3.10.12).
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(untar_path, **safe)
+        except (tarfile.TarError, OSError) as err:
+            raise ValueError(f"{flag}: cannot extract {archive} ({err})") from err
+        open(marker, "w").close()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # the other local processes wait for the extraction
+    return os.path.join(untar_path, _archive_stem(archive))
+
+
+def _root(path: str, flag: str, untar_path: str) -> str:
+    if not path:
+        raise ValueError(f"{flag} is not set")
+    return untar(path, untar_path, flag) if path.endswith(ARCHIVE_EXTENSIONS) else path
+
+
+def _coco_files(args, with_unlabeled: bool) -> list[str]:
+    """COCO train2017 (and unlabeled2017 for coco+): from images/<split> under --coco_path or beside its archive."""
+    root = _root(args.coco_path, "--coco_path", args.untar_path)
+    files = list_images(os.path.join(root, "images", "train2017"), "--coco_path")
+    if with_unlabeled:
+        candidates = [os.path.join(root, "images", "unlabeled2017"), os.path.join(root, "unlabeled2017")]
+        sibling = os.path.join(os.path.dirname(args.coco_path.rstrip("/")), "unlabeled2017.tar")
+        if args.coco_path.endswith(ARCHIVE_EXTENSIONS) and os.path.isfile(sibling):
+            candidates.append(untar(sibling, args.untar_path, "--coco_path"))  # the release's second archive
+        folder = next((c for c in candidates if os.path.isdir(c)), candidates[0])
+        files += list_images(folder, "--coco_path (coco+ needs unlabeled2017)")
+    return files
+
+
+def build_pretrain_dataset(args, transform) -> Dataset:
+    """The `--dataset_type` training set, each item `transform(image)`; clear one-line errors for missing data.
+
+    Reads args.dataset_type, data_path, imagenet1k_path, coco_path, untar_path, synthetic_num_images and seed
+    (and synthetic_size, 224 when absent).
+    """
+    kind = args.dataset_type
+    if kind == "synthetic":
+        size = getattr(args, "synthetic_size", 224)
+        return SyntheticPretrainDataset(SyntheticScenes("train", args.synthetic_num_images, size, args.seed), transform)
+    if kind == "imagefolder":
+        files = list_images(_root(args.data_path, "--data_path", args.untar_path), "--data_path")
+    elif kind == "imagenet1k":
+        root = _root(args.imagenet1k_path, "--imagenet1k_path", args.untar_path)
+        files = list_images(os.path.join(root, "ILSVRC2012_img_train"), "--imagenet1k_path")
+    elif kind in ("coco", "coco+"):
+        files = _coco_files(args, with_unlabeled=kind == "coco+")
+    else:
+        raise ValueError(f"--dataset_type: unknown {kind!r} (expected one of {', '.join(DATASET_TYPES)})")
+    logger.info("%s: %d images", kind, len(files))
+    return ImageFilesDataset(files, transform)

@@ -1,0 +1,264 @@
+"""Linear-probe semantic segmentation on a frozen backbone: the authors' LC protocol and Leopart's.
+
+Spec: ``evaluation.md`` sections 1 (LC, default) and 1b (``--protocol leopart``).
+
+    # LC on Pascal VOC 2012 (trainaug -> val), released CrOC checkpoint, one GPU
+    python -m eval.linear_segmentation --pretrained_weights croc_coco.pth --dataset voc \
+        --data_path /data/VOCdevkit --output_dir out/lc_voc
+    # Leopart protocol on COCO-Things
+    python -m eval.linear_segmentation --pretrained_weights croc_coco.pth --protocol leopart \
+        --dataset coco_things --data_path /data/coco --output_dir out/leopart_things
+    # a CPU run on the embedded synthetic scenes (a minute or two)
+    python -m eval.linear_segmentation --arch vit_tiny --dataset synthetic --input_size 112 --epochs 5 \
+        --synthetic_train_images 200 --synthetic_val_images 50 --output_dir out/lc_synthetic
+
+Feature cache: val features are computed once and kept (CPU, float16) whenever they fit in ``--cache_max_gb``;
+train features are cached only with ``--train_aug false``, because both protocols augment the training images
+(LC: flip/scale/rotate, Leopart: random resized crop/flip) and so need a backbone pass per image and epoch.
+"""
+
+import argparse
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from croc_utils.checkpoint import save_checkpoint
+from eval.features import (
+    add_backbone_args,
+    bool_flag,
+    extract_features,
+    feature_cache_gb,
+    load_backbone,
+    patch_features,
+    run_cli,
+)
+from eval.metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
+from eval.seg_datasets import DATASETS, build_segmentation_dataset
+from eval.seg_transforms import EvalTransform, LCTrainTransform, LeopartTrainTransform
+
+# Per-protocol defaults; the CLI overrides epochs / lr / batch_size / n_last_blocks.
+PROTOCOLS = {
+    "lc": {"epochs": 60, "lr": 0.1, "batch_size": 16, "n_last_blocks": 2, "train_fraction": 1.0, "logit_size": None},
+    "leopart": {"epochs": 25, "lr": 0.01, "batch_size": 120, "n_last_blocks": 1, "train_fraction": 0.1,
+                "logit_size": 100, "momentum": 0.9, "weight_decay": 1e-4, "drop_at": 20, "gamma": 0.1},
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("linear_segmentation", description=__doc__.split("\n")[0])
+    add_backbone_args(parser)
+    parser.add_argument("--dataset", default="voc", choices=DATASETS, help="Evaluation dataset. Default: voc.")
+    parser.add_argument("--data_path", default="", type=str, help="Dataset root (not needed for synthetic).")
+    parser.add_argument("--protocol", default="lc", choices=sorted(PROTOCOLS),
+                        help="lc: the authors' protocol (spec 1, default); leopart: spec 1b.")
+    parser.add_argument("--n_last_blocks", default=None, type=int,
+                        help="Concatenate the patch tokens of the last n blocks. Default: 2 (lc), 1 (leopart).")
+    parser.add_argument("--input_size", default=448, type=int, help="Square input side in pixels. Default: 448.")
+    parser.add_argument("--epochs", default=None, type=int, help="Default: 60 (lc), 25 (leopart).")
+    parser.add_argument("--lr", default=None, type=float, help="Default: 0.1 Adam (lc), 0.01 SGD (leopart).")
+    parser.add_argument("--batch_size", default=None, type=int, help="Default: 16 (lc), 120 (leopart).")
+    parser.add_argument("--num_workers", default=4, type=int, help="Data-loading processes. Default: 4.")
+    parser.add_argument("--train_aug", default=True, type=bool_flag,
+                        help="Protocol's train augmentation (true, faithful). false: plain resize, which lets the "
+                             "train features be cached (faster, not the protocol).")
+    parser.add_argument("--cache_max_gb", default=16.0, type=float,
+                        help="Largest feature cache (CPU, float16) to keep; 0 disables caching. Default: 16.")
+    parser.add_argument("--coco_train_fraction", default=None, type=float,
+                        help="Fraction of COCO train2017 used (fixed subset, seed 400). Default: 1 (lc), 0.1 "
+                             "(leopart).")
+    parser.add_argument("--synthetic_train_images", default=200, type=int)
+    parser.add_argument("--synthetic_val_images", default=50, type=int)
+    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--output_dir", default=".", type=str, help="Where results.json and the heads go.")
+    return parser
+
+
+def resolve_protocol(args: argparse.Namespace) -> dict:
+    """Protocol constants with the CLI overrides applied (also written back into ``args`` for the JSON)."""
+    cfg = dict(PROTOCOLS[args.protocol])
+    for key in ("epochs", "lr", "batch_size", "n_last_blocks"):
+        if getattr(args, key) is None:
+            setattr(args, key, cfg[key])
+        cfg[key] = getattr(args, key)
+    if args.coco_train_fraction is not None:
+        cfg["train_fraction"] = args.coco_train_fraction
+    if args.input_size % args.patch_size:
+        raise ValueError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
+    if min(cfg["epochs"], cfg["batch_size"], cfg["n_last_blocks"]) < 1:
+        raise ValueError("--epochs, --batch_size and --n_last_blocks must be positive")
+    return cfg
+
+
+# ===== head, logits, optimiser =====
+
+def head_logits(head: nn.Conv2d, feats: torch.Tensor, out_size: int, logit_size: int | None = None) -> torch.Tensor:
+    """Class logits (B, C, out_size, out_size) from token features (B, C_in, h, w).
+
+    A 1x1 convolution commutes with bilinear resizing (each output is a convex combination of inputs), so the head
+    runs on the token grid. Leopart's head sees tokens resized to ``logit_size`` (100); its logits are resized
+    again to ``out_size`` when that differs, as evaluating at the input size requires.
+    """
+    logits = head(feats.float())
+    if logit_size is not None:
+        logits = F.interpolate(logits, size=(logit_size, logit_size), mode="bilinear", align_corners=False)
+    if logits.shape[-1] != out_size:
+        logits = F.interpolate(logits, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    return logits
+
+
+def build_optimizer(head: nn.Module, protocol: str, cfg: dict):
+    """LC: Adam, constant lr. Leopart: SGD (momentum .9, wd 1e-4), lr x0.1 at epoch 20 (per-epoch scheduler)."""
+    if protocol == "lc":
+        return torch.optim.Adam(head.parameters(), lr=cfg["lr"]), None
+    opt = torch.optim.SGD(head.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg["drop_at"], gamma=cfg["gamma"])
+
+
+# ===== batches of features: computed on the fly or read from a cache =====
+
+def backbone_batches(model, loader, n_last_blocks: int, device):
+    """(features (B, C, h, w), masks (B, S, S)) computed per batch (the path augmentation needs)."""
+    for images, masks in loader:
+        yield patch_features(model, images.to(device, non_blocking=True), n_last_blocks), masks.to(device)
+
+
+def cached_batches(feats: torch.Tensor, masks: torch.Tensor, batch_size: int, device, shuffle: bool = False,
+                   drop_last: bool = False):
+    """The same pairs read from a CPU cache (N, C, h, w) / (N, S, S) in ``batch_size`` slices."""
+    order = torch.randperm(len(feats)) if shuffle else torch.arange(len(feats))
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        yield feats[idx].to(device).float(), masks[idx].to(device).long()
+
+
+# ===== train / evaluate =====
+
+def train_one_epoch(head: nn.Conv2d, batches, optimizer, out_size: int, logit_size: int | None) -> float:
+    """One pass of cross-entropy (ignore 255) training of the head; returns the mean loss."""
+    head.train()
+    total, count = 0.0, 0
+    for feats, masks in batches:
+        target_size = logit_size or out_size
+        logits = head_logits(head, feats, target_size, logit_size)
+        if masks.shape[-1] != target_size:  # Leopart trains against masks resized (nearest) to the logit size
+            masks = F.interpolate(masks[:, None].float(), size=(target_size, target_size), mode="nearest")[:, 0]
+        loss = F.cross_entropy(logits, masks.long(), ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item(), count + 1
+    if count == 0:
+        raise ValueError("no training batch: the train set is smaller than --batch_size")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(head: nn.Conv2d, batches, num_classes: int, out_size: int, logit_size: int | None) -> torch.Tensor:
+    """Dataset-level confusion matrix (C, C) of argmax predictions at ``out_size`` against the masks."""
+    head.eval()
+    conf = None
+    for feats, masks in batches:
+        pred = head_logits(head, feats, out_size, logit_size).argmax(1)
+        batch_conf = confusion_matrix(pred, masks.to(pred.device), num_classes)
+        conf = batch_conf if conf is None else conf + batch_conf
+    return conf.cpu()
+
+
+# ===== main =====
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_data(args, cfg: dict):
+    """Train and val datasets with the protocol's paired transforms."""
+    size = args.input_size
+    train_tf = EvalTransform(size)
+    if args.train_aug:
+        train_tf = LCTrainTransform(size) if args.protocol == "lc" else LeopartTrainTransform(size)
+    common = {"train_fraction": cfg["train_fraction"], "seed": args.seed,
+              "synthetic_size": size if args.dataset == "synthetic" else 224}
+    train = build_segmentation_dataset(args.dataset, args.data_path, "train", train_tf,
+                                       synthetic_images=args.synthetic_train_images, **common)
+    val = build_segmentation_dataset(args.dataset, args.data_path, "val", EvalTransform(size),
+                                     synthetic_images=args.synthetic_val_images, **common)
+    return train, val, train_tf
+
+
+def feature_source(model, dataset, args, cfg: dict, cacheable: bool, train: bool):
+    """A zero-argument callable returning one epoch's batches, from a cache when allowed and small enough."""
+    grid = (args.input_size // args.patch_size,) * 2
+    gb = feature_cache_gb(len(dataset), cfg["n_last_blocks"] * model.embed_dim, grid)
+    name, drop_last = ("train" if train else "val"), train and len(dataset) > cfg["batch_size"]
+    loader_args = {"batch_size": cfg["batch_size"], "num_workers": args.num_workers,
+                   "pin_memory": args.device != "cpu"}
+    if cacheable and gb <= args.cache_max_gb:
+        print(f"caching {name} features ({gb:.2f} GiB)")
+        loader = DataLoader(dataset, shuffle=False, **loader_args)  # every image once, nothing dropped
+        feats, masks = extract_features(model, loader, cfg["n_last_blocks"], args.device, desc=f"{name} features")
+        return lambda: cached_batches(feats, masks, cfg["batch_size"], args.device, shuffle=train,
+                                      drop_last=drop_last)
+    reason = "augmented every epoch" if not cacheable else f"{gb:.1f} GiB > --cache_max_gb"
+    print(f"{name} features recomputed each epoch ({reason})")
+    loader = DataLoader(dataset, shuffle=train, drop_last=drop_last, persistent_workers=args.num_workers > 0,
+                        **loader_args)
+    return lambda: backbone_batches(model, loader, cfg["n_last_blocks"], args.device)
+
+
+def main(args: argparse.Namespace) -> dict:
+    cfg = resolve_protocol(args)
+    seed_everything(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    t0 = time.time()
+    model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
+    train_set, val_set, train_tf = build_data(args, cfg)
+    class_names = list(val_set.class_names)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError(f"--dataset {args.dataset} at {args.data_path!r}: empty train or val split")
+    print(f"{args.dataset}: {len(train_set)} train / {len(val_set)} val images, {len(class_names)} classes, "
+          f"protocol {args.protocol}")
+    train_batches = feature_source(model, train_set, args, cfg, train_tf.deterministic, train=True)
+    val_batches = feature_source(model, val_set, args, cfg, True, train=False)
+
+    head = nn.Conv2d(cfg["n_last_blocks"] * model.embed_dim, len(class_names), kernel_size=1).to(args.device)
+    optimizer, scheduler = build_optimizer(head, args.protocol, cfg)
+    history, best = [], None
+    for epoch in tqdm(range(cfg["epochs"]), desc="epochs", disable=None):
+        loss = train_one_epoch(head, train_batches(), optimizer, args.input_size, cfg["logit_size"])
+        if scheduler is not None:
+            scheduler.step()
+        scores = segmentation_scores(evaluate(head, val_batches(), len(class_names), args.input_size,
+                                              cfg["logit_size"]), class_names)
+        history.append({"epoch": epoch, "train_loss": loss, "miou": scores["miou"]})
+        print(f"epoch {epoch}: train loss {loss:.4f}, val mIoU {100 * scores['miou']:.2f}")
+        if best is None or scores["miou"] > best["miou"]:
+            best = {"epoch": epoch, **scores}
+            save_head(head, os.path.join(args.output_dir, "head_best.pth"), epoch, scores["miou"], args)
+    save_head(head, os.path.join(args.output_dir, "head_last.pth"), epoch, scores["miou"], args)
+    result = {"protocol": args.protocol, "dataset": args.dataset, "class_names": class_names,
+              "last": {"epoch": epoch, **scores}, "best": best, "history": history,
+              "seconds": time.time() - t0, "args": vars(args)}
+    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"mIoU last epoch ({epoch}): {100 * scores['miou']:.2f}; best epoch ({best['epoch']}): "
+          f"{100 * best['miou']:.2f} (the released numbers are best-epoch)")
+    return result
+
+
+def save_head(head: nn.Module, path: str, epoch: int, miou: float, args) -> None:
+    save_checkpoint({"head": head.state_dict(), "epoch": epoch, "miou": miou, "args": vars(args)}, path)
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

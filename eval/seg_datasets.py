@@ -1,0 +1,318 @@
+"""Readers for the evaluation datasets: Pascal VOC 2012, COCO-Things / COCO-Stuff, DAVIS-2017, synthetic scenes.
+
+Spec: ``evaluation.md`` sections 1 (class definitions), 3 (DAVIS layout) and "Data layouts users already have".
+Segmentation readers return ``(PIL RGB image, uint8 mask (H, W))`` with labels in [0, C) and 255 = ignore, or
+whatever the paired ``transform(image, mask)`` returns. A missing folder, list file or mask, and an image/mask size
+mismatch, raise an error that names the path.
+"""
+
+import json
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from eval.metrics import IGNORE_INDEX
+
+INVALID = -1  # label-table entry for a mask value the dataset must not contain
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+COCO_THINGS_CLASSES = ("accessory", "animal", "appliance", "electronic", "food", "furniture", "indoor", "kitchen",
+                       "outdoor", "person", "sports", "vehicle")
+COCO_STUFF_CLASSES = ("building", "ceiling", "floor", "food-stuff", "furniture-stuff", "ground", "plant",
+                      "raw-material", "sky", "solid", "structural", "textile", "wall", "water", "window")
+DATASETS = ("voc", "coco_things", "coco_stuff", "synthetic")
+
+
+def _first_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
+    """First existing directory among ``root / candidate``; FileNotFoundError listing all tried paths."""
+    for cand in candidates:
+        if (root / cand).is_dir():
+            return root / cand
+    tried = ", ".join(str(root / c) for c in candidates)
+    raise FileNotFoundError(f"{what} not found; looked for: {tried}")
+
+
+def _first_file(root: Path, candidates: Sequence[str], what: str) -> Path:
+    for cand in candidates:
+        if (root / cand).is_file():
+            return root / cand
+    tried = ", ".join(str(root / c) for c in candidates)
+    raise FileNotFoundError(f"{what} not found; looked for: {tried}")
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs with a 256-entry label table mapping stored mask values to class indices (or 255).
+
+    Subclasses fill ``images``, ``masks``, ``class_names`` and ``label_table`` (int16 (256,), INVALID for values
+    that must not occur).
+    """
+
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, transform=None):
+        self.transform = transform
+        self.images: list[Path] = []
+        self.masks: list[Path] = []
+        self.label_table = np.full(256, INVALID, dtype=np.int16)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        """Mask file -> uint8 class map (H, W) through the label table."""
+        mask = Image.open(path)
+        if mask.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: mask mode {mask.mode} is not an index/grey PNG (RGB colour masks are not "
+                             "supported; use the indexed or SegmentationClassAug masks)")
+        raw = np.asarray(mask).astype(np.int64)
+        if raw.max(initial=0) > 255:
+            raise ValueError(f"{path}: mask value {raw.max()} does not fit the 8-bit label convention")
+        labels = self.label_table[raw]
+        if (labels == INVALID).any():
+            bad = np.unique(raw[labels == INVALID])[:10].tolist()
+            raise ValueError(f"{path}: unexpected mask values {bad} for {type(self).__name__}")
+        return labels.astype(np.uint8)
+
+    def __getitem__(self, index: int):
+        image = Image.open(self.images[index]).convert("RGB")
+        mask = self.load_mask(self.masks[index])
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"mask/image size mismatch: {self.masks[index]} is {mask.shape[1]}x{mask.shape[0]}, "
+                             f"{self.images[index]} is {image.width}x{image.height}")
+        if self.transform is not None:
+            return self.transform(image, mask)
+        return image, mask
+
+
+# ===== Pascal VOC 2012 =====
+
+class VOCSegmentation(SegmentationDataset):
+    """Pascal VOC 2012, 21 classes (background = 0), boundary 255 ignored.
+
+    ``root`` may be a VOCdevkit tree (``VOCdevkit``, ``VOCdevkit/VOC2012`` or its parent) with ``JPEGImages/``,
+    ``SegmentationClass[Aug]/`` and ``ImageSets/Segmentation/<split>.txt``, or Leopart's ``VOCSegmentation/`` with
+    ``images/``, ``SegmentationClass[Aug]/`` and ``sets/<split>.txt``. ``trainaug`` reads SegmentationClassAug
+    (SBD-augmented masks); other splits read SegmentationClass, or SegmentationClassAug when that is all there is.
+    """
+
+    class_names = VOC_CLASSES
+
+    def __init__(self, root: str | os.PathLike, split: str = "trainaug", transform=None):
+        super().__init__(transform)
+        base, image_dir, sets_dir = self._layout(Path(root))
+        list_file = sets_dir / f"{split}.txt"
+        if not list_file.is_file():
+            raise FileNotFoundError(f"VOC split list not found: {list_file}")
+        mask_names = ["SegmentationClassAug"] if split == "trainaug" else ["SegmentationClass", "SegmentationClassAug"]
+        mask_dir = _first_dir(base, mask_names, f"VOC masks for split {split!r}")
+        names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        self.images = [image_dir / f"{n}.jpg" for n in names]
+        self.masks = [mask_dir / f"{n}.png" for n in names]
+        _check_pairs(self.images, self.masks)
+        self.label_table[: len(VOC_CLASSES)] = np.arange(len(VOC_CLASSES))
+        self.label_table[IGNORE_INDEX] = IGNORE_INDEX
+
+    @staticmethod
+    def _layout(root: Path) -> tuple[Path, Path, Path]:
+        """(base, image dir, split-list dir) for either accepted layout."""
+        for base in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+            if (base / "JPEGImages").is_dir():
+                return base, base / "JPEGImages", base / "ImageSets" / "Segmentation"
+        for base in (root, root / "VOCSegmentation"):
+            if (base / "images").is_dir():
+                return base, base / "images", base / "sets"
+        raise FileNotFoundError(f"no VOC tree under {root}: expected VOC2012/JPEGImages (VOCdevkit) or "
+                                "VOCSegmentation/images (Leopart layout)")
+
+
+def _check_pairs(images: list[Path], masks: list[Path]) -> None:
+    """Every listed image and mask must exist; the error names the first missing file and the count."""
+    for kind, paths in (("image", images), ("mask", masks)):
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} listed {kind} file(s) missing, first: {missing[0]}")
+
+
+# ===== COCO-Things / COCO-Stuff =====
+
+def coco_label_table(categories: list[dict], kind: str) -> np.ndarray:
+    """Category id -> super-category class index (int16 (256,)), from a COCO ``categories`` list.
+
+    things: panoptic categories with ``isthing`` 1 -> index in COCO_THINGS_CLASSES; stuff categories and 0
+    (unlabelled) -> 255. stuff: COCO-Stuff categories -> index in COCO_STUFF_CLASSES; "other" (183, the merged
+    things) and 0 (unlabelled) -> 255. Ids not in ``categories`` stay INVALID.
+    """
+    table = np.full(256, INVALID, dtype=np.int16)
+    table[0] = table[IGNORE_INDEX] = IGNORE_INDEX
+    classes = COCO_THINGS_CLASSES if kind == "things" else COCO_STUFF_CLASSES
+    for cat in categories:
+        supercat = cat["supercategory"]
+        if kind == "things" and not cat.get("isthing", 1) or kind == "stuff" and supercat == "other":
+            table[cat["id"]] = IGNORE_INDEX
+        elif supercat in classes:
+            table[cat["id"]] = classes.index(supercat)
+        else:
+            raise ValueError(f"COCO category {cat['id']} ({cat.get('name')}) has super-category {supercat!r}, "
+                             f"not one of the {len(classes)} {kind} classes")
+    return table
+
+
+class COCOSegmentation(SegmentationDataset):
+    """COCO-Things (12 thing super-categories) or COCO-Stuff (15 stuff super-categories), Leopart's layout.
+
+    Images: ``[coco/]images/<split>2017/*.jpg``. Things masks: panoptic-derived semantic PNGs holding category ids,
+    ``annotations/panoptic_annotations/semantic_segmentation_<split>2017/``; categories from
+    ``panoptic_coco_categories.json`` or ``panoptic_val2017.json``. Stuff masks: COCO-Stuff pixel maps
+    ``annotations/[annotations/]stuff_annotations/stuff_<split>2017_pixelmaps/``; categories from
+    ``stuff_val2017.json``. ``fraction`` < 1 keeps a fixed random subset (sorted names shuffled with ``seed``).
+    """
+
+    THING_MASKS = ("annotations/panoptic_annotations/semantic_segmentation_{split}2017",
+                   "annotations/semantic_segmentation_{split}2017")
+    THING_JSONS = ("annotations/panoptic_annotations/panoptic_coco_categories.json",
+                   "annotations/panoptic_coco_categories.json",
+                   "annotations/panoptic_annotations/panoptic_val2017.json", "annotations/panoptic_val2017.json")
+    STUFF_MASKS = ("annotations/annotations/stuff_annotations/stuff_{split}2017_pixelmaps",
+                   "annotations/stuff_annotations/stuff_{split}2017_pixelmaps",
+                   "annotations/stuff_{split}2017_pixelmaps")
+    STUFF_JSONS = ("annotations/annotations/stuff_annotations/stuff_val2017.json",
+                   "annotations/stuff_annotations/stuff_val2017.json", "annotations/stuff_val2017.json")
+    IMAGES = ("images/{split}2017", "coco/images/{split}2017", "{split}2017")
+
+    def __init__(self, root: str | os.PathLike, kind: str = "things", split: str = "train", transform=None,
+                 fraction: float = 1.0, seed: int = 400):
+        super().__init__(transform)
+        if kind not in ("things", "stuff"):
+            raise ValueError(f"COCO kind must be 'things' or 'stuff', got {kind!r}")
+        if split not in ("train", "val"):
+            raise ValueError(f"COCO split must be 'train' or 'val', got {split!r}")
+        root = Path(root)
+        self.class_names = COCO_THINGS_CLASSES if kind == "things" else COCO_STUFF_CLASSES
+        masks, jsons = (self.THING_MASKS, self.THING_JSONS) if kind == "things" else (self.STUFF_MASKS,
+                                                                                     self.STUFF_JSONS)
+        image_dir = _first_dir(root, [c.format(split=split) for c in self.IMAGES], f"COCO {split} images")
+        mask_dir = _first_dir(root, [c.format(split=split) for c in masks], f"COCO-{kind} {split} masks")
+        json_file = _first_file(root, jsons, f"COCO {kind} category file")
+        self.label_table = coco_label_table(_read_categories(json_file), kind)
+        stems = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if fraction < 1.0:
+            random.Random(seed).shuffle(stems)
+            stems = sorted(stems[: int(len(stems) * fraction)])
+        mask_stems = {p.stem for p in mask_dir.iterdir() if p.suffix == ".png"}
+        missing = [s for s in stems if s not in mask_stems]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} image(s) in {image_dir} have no mask, first: "
+                                    f"{mask_dir / (missing[0] + '.png')}")
+        suffix = {p.stem: p.name for p in image_dir.iterdir()}
+        self.images = [image_dir / suffix[s] for s in stems]
+        self.masks = [mask_dir / f"{s}.png" for s in stems]
+
+
+def _read_categories(path: Path) -> list[dict]:
+    """``categories`` of a COCO json (a dict with that key, or a bare list as panopticapi's categories file)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable COCO json ({err})") from None
+    categories = data["categories"] if isinstance(data, dict) and "categories" in data else data
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
+        raise ValueError(f"{path}: no COCO 'categories' list found")
+    return categories
+
+
+# ===== synthetic scenes =====
+
+class SyntheticSegmentation(Dataset):
+    """The embedded synthetic scenes (``croc_utils.synthetic``) in the reader interface above."""
+
+    def __init__(self, split: str = "train", num_images: int = 100, size: int = 224, seed: int = 0, transform=None):
+        from croc_utils.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
+
+        self.scenes = SyntheticScenes(split=split, num_images=num_images, size=size, seed=seed)
+        self.class_names = tuple(SYNTHETIC_CLASSES)
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int):
+        image, mask = self.scenes[index]
+        mask = np.asarray(mask, dtype=np.uint8)
+        return self.transform(image, mask) if self.transform is not None else (image, mask)
+
+
+def build_segmentation_dataset(name: str, data_path: str, split: str, transform=None, train_fraction: float = 1.0,
+                               synthetic_images: int = 100, synthetic_size: int = 224, seed: int = 0):
+    """Dataset by CLI name (``voc | coco_things | coco_stuff | synthetic``) and split (``train | val``).
+
+    VOC's train split is ``trainaug``; COCO's train is train2017 (``train_fraction`` of it, seed 400).
+    """
+    if name != "synthetic" and not data_path:
+        raise ValueError(f"--data_path is required for --dataset {name}")
+    if name != "synthetic" and not Path(data_path).is_dir():
+        raise FileNotFoundError(f"--data_path {data_path} is not a directory")
+    if name == "voc":
+        return VOCSegmentation(data_path, "trainaug" if split == "train" else split, transform)
+    if name in ("coco_things", "coco_stuff"):
+        fraction = train_fraction if split == "train" else 1.0
+        return COCOSegmentation(data_path, name.split("_")[1], split, transform, fraction=fraction)
+    if name == "synthetic":
+        return SyntheticSegmentation(split, synthetic_images, synthetic_size, seed, transform)
+    raise ValueError(f"--dataset must be one of {DATASETS}, got {name!r}")
+
+
+# ===== DAVIS-2017 =====
+
+class DAVIS2017:
+    """DAVIS-2017 sequences: ``ImageSets/2017/<split>.txt``, ``JPEGImages/480p/<seq>/*.jpg``,
+    ``Annotations/480p/<seq>/*.png`` (indexed PNGs: 0 background, 1..n objects, 255 void)."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "val", resolution: str = "480p"):
+        self.root = Path(root)
+        list_file = self.root / "ImageSets" / "2017" / f"{split}.txt"
+        if not list_file.is_file():
+            raise FileNotFoundError(f"DAVIS sequence list not found: {list_file}")
+        self.sequences = [s.strip() for s in list_file.read_text().splitlines() if s.strip()]
+        self.image_root = self.root / "JPEGImages" / resolution
+        self.mask_root = self.root / "Annotations" / resolution
+        for seq in self.sequences:
+            if not (self.image_root / seq).is_dir():
+                raise FileNotFoundError(f"DAVIS frames folder missing: {self.image_root / seq}")
+            if not self.frames(seq):
+                raise FileNotFoundError(f"DAVIS frames folder has no .jpg: {self.image_root / seq}")
+            first = self.mask_path(seq, self.frames(seq)[0])
+            if not first.is_file():
+                raise FileNotFoundError(f"DAVIS first-frame annotation missing: {first}")
+
+    def frames(self, seq: str) -> list[Path]:
+        """Frame paths of one sequence in temporal (file-name) order."""
+        return sorted((self.image_root / seq).glob("*.jpg"))
+
+    def mask_path(self, seq: str, frame: Path) -> Path:
+        return self.mask_root / seq / f"{frame.stem}.png"
+
+    def read_mask(self, seq: str, frame: Path) -> np.ndarray:
+        """Annotation of one frame as uint8 ids (H, W); the palette is ignored, indices are the object ids."""
+        path = self.mask_path(seq, frame)
+        mask = Image.open(path)
+        if mask.mode not in ("P", "L"):
+            raise ValueError(f"{path}: DAVIS annotation must be an indexed PNG, got mode {mask.mode}")
+        return np.asarray(mask, dtype=np.uint8)
+
+    def has_all_masks(self, seq: str) -> bool:
+        return all(self.mask_path(seq, f).is_file() for f in self.frames(seq))

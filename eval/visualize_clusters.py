@@ -1,0 +1,157 @@
+"""Picture of the clusters CrOC finds jointly across two views of one image, with last-layer attention maps.
+
+Spec: ``croc-algorithm.md`` sections 1 and 3 (the views, their positions and the teacher-side clustering). The
+backbone runs on both views; ``croc_utils.clustering.cluster_views`` clusters the patch tokens of the two views
+together for every head; a token's colour is its cluster, so the same colour in both views is the same cluster.
+Each row is one head: view 1 and view 2 with their clusters, then the CLS-token attention of that head in both views.
+
+    python -m eval.visualize_clusters --pretrained_weights croc_coco.pth --image photo.jpg --output clusters.png
+    python -m eval.visualize_clusters --arch vit_tiny --output figures/clusters_synthetic.png   # synthetic sample
+"""
+
+import argparse
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from croc_utils.clustering import cluster_views
+from croc_utils.transforms import CrOCAugmentation
+from eval.features import add_backbone_args, bool_flag, load_backbone, run_cli
+from eval.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
+
+CLUSTER_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                            [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+                           dtype=np.float32)
+# Anchor colours of a dark-to-bright map for the attention tiles (black, purple, orange, yellow).
+HEAT_ANCHORS = np.array([[0, 0, 4], [120, 28, 109], [237, 105, 37], [252, 255, 164]], dtype=np.float32)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("visualize_clusters", description=__doc__.split("\n")[0])
+    add_backbone_args(parser)
+    parser.add_argument("--image", default="", type=str, help="Image to draw; empty: a synthetic val scene.")
+    parser.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene.")
+    parser.add_argument("--global_crops_size", default=224, type=int)
+    parser.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2)
+    parser.add_argument("--colour_aug", default=False, type=bool_flag,
+                        help="Apply the training colour pipeline to the views (default false: clean crops).")
+    parser.add_argument("--head", default=-1, type=int, help="Head to draw; -1: every head, one row each.")
+    parser.add_argument("--n_tokens", default=5, type=int)
+    parser.add_argument("--n_centroids_max", default=4, type=int)
+    parser.add_argument("--sinkhorn_lambda", default=20.0, type=float)
+    parser.add_argument("--sinkhorn_iterations", default=5, type=int)
+    parser.add_argument("--pos_alpha", default=4.0, type=float)
+    parser.add_argument("--seed", default=0, type=int, help="Seed of the views and of the clustering seeds.")
+    parser.add_argument("--output", default="clusters.png", type=str, help="PNG to write.")
+    return parser
+
+
+def load_image(args) -> Image.Image:
+    """The ``--image`` file as RGB, or the first synthetic val scene."""
+    if args.image:
+        try:
+            return Image.open(args.image).convert("RGB")
+        except (FileNotFoundError, OSError) as err:
+            raise FileNotFoundError(f"--image {args.image}: cannot read it ({type(err).__name__})") from None
+    from croc_utils.synthetic import SyntheticScenes
+
+    return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed)[0][0]
+
+
+def make_views(image: Image.Image, args, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two CrOC views (2, 3, S, S) and their patch positions (1, 2N, 2), view 1's N patches first."""
+    aug = CrOCAugmentation(tuple(args.global_crops_scale), args.global_crops_size, args.patch_size,
+                           colour=args.colour_aug)
+    sample = aug(image, generator=generator)
+    views = torch.stack(sample["crops"][:2])
+    positions = torch.cat(sample["patch_positions"][:2])[None]
+    return views, positions
+
+
+@torch.no_grad()
+def clusters_and_attention(model, views: torch.Tensor, positions: torch.Tensor, args,
+                           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joint clustering of the two views and the CLS attention of every head.
+
+    Returns:
+        clusters (2, H, h, w) long, the cluster of each token (same id across views = same cluster);
+        attention (2, H, h, w), last-block CLS-to-patch attention; n_clusters (H,) chosen k per head.
+    """
+    views, positions = views.to(args.device), positions.to(args.device)
+    out = model(views)
+    n_heads = out.keys.shape[1]
+    result = cluster_views(out.keys.flatten(0, 1), out.tokens, positions, n_heads, n_tokens=args.n_tokens,
+                           n_centroids_max=args.n_centroids_max, sinkhorn_lambda=args.sinkhorn_lambda,
+                           sinkhorn_iterations=args.sinkhorn_iterations, pos_alpha=args.pos_alpha,
+                           generator=generator)
+    h = w = views.shape[-1] // model.patch_size
+    clusters = result.assignments.argmax(-1).reshape(2, n_heads, h, w)  # (2, H, N, kmax) -> token's cluster
+    attention = model.get_last_selfattention(views)[:, :, 0, 1:].reshape(2, n_heads, h, w)
+    return clusters.cpu(), attention.cpu(), result.n_clusters.cpu()
+
+
+def denormalize(view: torch.Tensor) -> np.ndarray:
+    """(3, S, S) normalised view -> (S, S, 3) float RGB in [0, 255]."""
+    rgb = view.permute(1, 2, 0) * torch.tensor(IMAGENET_STD) + torch.tensor(IMAGENET_MEAN)
+    return (rgb.clamp(0, 1) * 255).numpy()
+
+
+def cluster_tile(rgb: np.ndarray, clusters: torch.Tensor, alpha: float = 0.55) -> Image.Image:
+    """View (S, S, 3) blended with its token clusters (h, w) upsampled (nearest) to the view size."""
+    up = F.interpolate(clusters[None, None].float(), size=rgb.shape[:2], mode="nearest")[0, 0].long().numpy()
+    colours = CLUSTER_COLOURS[up % len(CLUSTER_COLOURS)]
+    return Image.fromarray(((1 - alpha) * rgb + alpha * colours).astype(np.uint8))
+
+
+def heat_tile(attention: torch.Tensor, size: int) -> Image.Image:
+    """Attention (h, w) min-max scaled, coloured with HEAT_ANCHORS and upsampled (nearest) to size x size."""
+    a = attention - attention.min()
+    a = (a / a.max().clamp_min(1e-12)).numpy() * (len(HEAT_ANCHORS) - 1)
+    lo = np.floor(a).astype(int).clip(0, len(HEAT_ANCHORS) - 2)
+    frac = (a - lo)[..., None]
+    rgb = (1 - frac) * HEAT_ANCHORS[lo] + frac * HEAT_ANCHORS[lo + 1]
+    return Image.fromarray(rgb.astype(np.uint8)).resize((size, size), Image.NEAREST)
+
+
+def render(views: torch.Tensor, clusters: torch.Tensor, attention: torch.Tensor, n_clusters: torch.Tensor,
+           heads: list[int]) -> Image.Image:
+    """Grid: one row per head of [view 1 clusters, view 2 clusters, view 1 attention, view 2 attention]."""
+    size, label_h, gap = views.shape[-1], 14, 4
+    rgb = [denormalize(v) for v in views]
+    canvas = Image.new("RGB", (4 * size + 5 * gap, len(heads) * (size + label_h + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, head in enumerate(heads):
+        tiles = [cluster_tile(rgb[m], clusters[m, head]) for m in range(2)]
+        tiles += [heat_tile(attention[m, head], size) for m in range(2)]
+        top = gap + row * (size + label_h + gap)
+        for col, (tile, name) in enumerate(zip(tiles, ("view 1", "view 2", "attn 1", "attn 2"))):
+            left = gap + col * (size + gap)
+            draw.text((left, top), f"head {head} {name}" + (f" k={int(n_clusters[head])}" if col < 2 else ""),
+                      fill="black")
+            canvas.paste(tile, (left, top + label_h))
+    return canvas
+
+
+def main(args: argparse.Namespace) -> str:
+    if args.global_crops_size % args.patch_size:
+        raise ValueError(f"--global_crops_size {args.global_crops_size} is not a multiple of --patch_size")
+    torch.manual_seed(args.seed)  # a random-init backbone is then reproducible too
+    generator = torch.Generator().manual_seed(args.seed)
+    model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
+    if not -1 <= args.head < model.num_heads:
+        raise ValueError(f"--head {args.head} out of range for {model.num_heads} heads (-1 = all)")
+    views, positions = make_views(load_image(args), args, generator)
+    device_gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    clusters, attention, n_clusters = clusters_and_attention(model, views, positions, args, device_gen)
+    heads = list(range(model.num_heads)) if args.head < 0 else [args.head]
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    render(views, clusters, attention, n_clusters, heads).save(args.output)
+    print(f"wrote {args.output} (chosen k per head: {n_clusters.tolist()})")
+    return args.output
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

@@ -1,0 +1,211 @@
+"""Tests of croc_utils/datasets.py on tiny trees in a temp dir: every dataset type, archives, bad files, loader."""
+
+import argparse
+import logging
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from PIL import Image
+
+from croc_utils.datasets import EpochSampler, build_pretrain_dataset, build_pretrain_loader, mix_seed
+from croc_utils.transforms import CrOCAugmentation
+
+TRANSFORM = CrOCAugmentation((0.25, 1.0), 32, 16)
+
+
+def make_args(**overrides) -> argparse.Namespace:
+    args = dict(
+        dataset_type="imagefolder",
+        data_path="",
+        imagenet1k_path="",
+        coco_path="",
+        untar_path="",
+        synthetic_num_images=6,
+        seed=0,
+    )
+    args.update(overrides)
+    return argparse.Namespace(**args)
+
+
+def write_images(folder, names, size=(40, 30)):
+    os.makedirs(folder, exist_ok=True)
+    for k, name in enumerate(names):
+        rgb = np.full((size[1], size[0], 3), 20 * k, dtype=np.uint8)
+        Image.fromarray(rgb).save(os.path.join(folder, name))
+
+
+def make_tar(archive, folder, arcname):
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname=arcname)
+
+
+def check_item(item):
+    assert [tuple(c.shape) for c in item["crops"]] == [(3, 32, 32)] * 4
+    assert [tuple(p.shape) for p in item["positions"]] == [(2, 32, 32)] * 4
+    assert [tuple(p.shape) for p in item["patch_positions"]] == [(4, 2)] * 4
+
+
+def test_imagefolder_reads_nested_images_in_sorted_order(tmp_path):
+    write_images(tmp_path / "b", ["2.png", "1.jpg"])
+    write_images(tmp_path / "a", ["x.JPEG"])
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), TRANSFORM)
+    assert [os.path.relpath(f, tmp_path) for f in ds.files] == ["a/x.JPEG", "b/1.jpg", "b/2.png"]
+    check_item(ds[1])
+
+
+def test_imagenet1k_folder_and_archive(tmp_path, monkeypatch):
+    root = tmp_path / "imagenet"
+    write_images(root / "ILSVRC2012_img_train" / "n01", ["a.jpg", "b.jpg"])
+    write_images(root / "ILSVRC2012_img_train" / "n02", ["c.jpg"])
+    assert len(build_pretrain_dataset(make_args(dataset_type="imagenet1k", imagenet1k_path=str(root)), TRANSFORM)) == 3
+    make_tar(tmp_path / "imagenet.tar", root, "imagenet")
+    monkeypatch.setenv("CROC_TEST_SCRATCH", str(tmp_path / "scratch"))
+    args = make_args(
+        dataset_type="imagenet1k", imagenet1k_path=str(tmp_path / "imagenet.tar"), untar_path="$CROC_TEST_SCRATCH"
+    )
+    ds = build_pretrain_dataset(args, TRANSFORM)
+    assert len(ds) == 3 and ds.files[0].startswith(str(tmp_path / "scratch" / "imagenet"))
+    check_item(ds[2])
+    assert len(build_pretrain_dataset(args, TRANSFORM)) == 3  # a second call finds the extraction marker
+
+
+def test_coco_and_coco_plus(tmp_path):
+    root = tmp_path / "coco"
+    write_images(root / "images" / "train2017", ["000001.jpg", "000002.jpg"])
+    write_images(root / "images" / "unlabeled2017", ["000003.jpg"])
+    coco = build_pretrain_dataset(make_args(dataset_type="coco", coco_path=str(root)), TRANSFORM)
+    coco_plus = build_pretrain_dataset(make_args(dataset_type="coco+", coco_path=str(root)), TRANSFORM)
+    assert len(coco) == 2 and len(coco_plus) == 3
+    check_item(coco_plus[2])
+
+
+def test_coco_plus_from_the_released_archives(tmp_path):
+    """The release's layout: coco.tar (images/train2017) and unlabeled2017.tar beside it."""
+    write_images(tmp_path / "src" / "images" / "train2017", ["1.jpg", "2.jpg"])
+    write_images(tmp_path / "unl", ["3.jpg", "4.jpg", "5.jpg"])
+    make_tar(tmp_path / "coco.tar", tmp_path / "src", "coco")
+    make_tar(tmp_path / "unlabeled2017.tar", tmp_path / "unl", "unlabeled2017")
+    args = make_args(dataset_type="coco+", coco_path=str(tmp_path / "coco.tar"), untar_path=str(tmp_path / "x"))
+    assert len(build_pretrain_dataset(args, TRANSFORM)) == 5
+
+
+def test_synthetic_dataset_is_deterministic():
+    args = make_args(dataset_type="synthetic", synthetic_num_images=4, seed=2)
+    a, b = build_pretrain_dataset(args, TRANSFORM), build_pretrain_dataset(args, TRANSFORM)
+    assert len(a) == 4
+    x, y = a[(1, 123)], b[(1, 123)]  # (index, augmentation seed), as EpochSampler yields
+    check_item(x)
+    assert all(torch.equal(p, q) for p, q in zip(x["crops"], y["crops"]))
+
+
+def test_corrupt_images_are_skipped_counted_and_warned_once(tmp_path, caplog):
+    write_images(tmp_path, ["0.jpg", "3.jpg"])
+    (tmp_path / "1.jpg").write_bytes(b"definitely not a jpeg")
+    good = (tmp_path / "0.jpg").read_bytes()
+    (tmp_path / "2.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+    with caplog.at_level(logging.WARNING, logger="croc_utils.datasets"):
+        img = ds[1]  # 1.jpg and 2.jpg are unreadable: the next readable image, 3.jpg, comes back
+        ds[1]
+    assert np.array(img)[0, 0].tolist() == [20, 20, 20]
+    assert ds.num_skipped == 4
+    warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
+    assert len(warned) == 2 and any("1.jpg" in w for w in warned) and any("2.jpg" in w for w in warned)
+    assert ds.log_skipped(epoch=0) == 4 and ds.log_skipped(epoch=1) == 0
+
+
+def test_skips_in_workers_reach_the_main_process(tmp_path):
+    write_images(tmp_path, [f"{k}.png" for k in range(7)])
+    (tmp_path / "bad.png").write_bytes(b"broken")
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), TRANSFORM)
+    loader, sampler = build_pretrain_loader(ds, batch_size=4, num_workers=2, seed=0, distributed=False)
+    sampler.set_epoch(0)
+    batches = list(loader)
+    assert len(batches) == 2 and ds.num_skipped == 1
+
+
+def test_missing_or_empty_folders_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"--data_path: {tmp_path / 'nope'} does not exist"):
+        build_pretrain_dataset(make_args(data_path=str(tmp_path / "nope")), TRANSFORM)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=f"--data_path: no images .* under {tmp_path / 'empty'}"):
+        build_pretrain_dataset(make_args(data_path=str(tmp_path / "empty")), TRANSFORM)
+    with pytest.raises(FileNotFoundError, match="--coco_path: .*images/train2017 does not exist"):
+        build_pretrain_dataset(make_args(dataset_type="coco", coco_path=str(tmp_path)), TRANSFORM)
+    write_images(tmp_path / "images" / "train2017", ["1.jpg"])
+    with pytest.raises(FileNotFoundError, match="--coco_path \\(coco\\+ needs unlabeled2017\\)"):
+        build_pretrain_dataset(make_args(dataset_type="coco+", coco_path=str(tmp_path)), TRANSFORM)
+    with pytest.raises(ValueError, match="--imagenet1k_path is not set"):
+        build_pretrain_dataset(make_args(dataset_type="imagenet1k"), TRANSFORM)
+    with pytest.raises(ValueError, match="--untar_path"):
+        build_pretrain_dataset(make_args(data_path=str(tmp_path / "data.tar")), TRANSFORM)
+    with pytest.raises(ValueError, match="--dataset_type: unknown 'voc'"):
+        build_pretrain_dataset(make_args(dataset_type="voc"), TRANSFORM)
+
+
+def epoch_batches(loader, sampler, epochs):
+    out = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        out.append([torch.cat(batch["crops"] + batch["positions"], 1) for batch in loader])
+    return out
+
+
+def synthetic_loader(num_workers, batch_size=3):
+    ds = build_pretrain_dataset(make_args(dataset_type="synthetic", synthetic_num_images=7, seed=4), TRANSFORM)
+    return build_pretrain_loader(ds, batch_size=batch_size, num_workers=num_workers, seed=4, distributed=False)
+
+
+def test_loader_epochs_depend_only_on_seed_and_epoch():
+    """A 2+2-epoch run (fresh loader after 2 epochs) sees exactly the batches of a 4-epoch run, views included."""
+    full = epoch_batches(*synthetic_loader(0), range(4))
+    resumed = epoch_batches(*synthetic_loader(0), range(2)) + epoch_batches(*synthetic_loader(0), range(2, 4))
+    assert [len(e) for e in full] == [2] * 4  # 7 images, batches of 3, drop_last
+    assert all(torch.equal(a, b) for ea, eb in zip(full, resumed) for a, b in zip(ea, eb))
+    assert not torch.equal(full[0][0], full[1][0])  # epochs differ
+    workers = epoch_batches(*synthetic_loader(2), [3])  # worker processes draw the same views
+    assert all(torch.equal(a, b) for a, b in zip(full[3], workers[0]))
+
+
+def test_forgotten_set_epoch_still_moves_on():
+    loader, sampler = synthetic_loader(0)
+    first, second = [torch.cat(b["crops"], 1) for b in loader], [torch.cat(b["crops"], 1) for b in loader]
+    assert sampler.epoch == 1 and not torch.equal(first[0], second[0])
+
+
+def test_epoch_sampler_order_and_seeds():
+    base = torch.utils.data.RandomSampler(range(10), generator=torch.Generator())
+    sampler = EpochSampler(base, seed=1)
+    sampler.set_epoch(5)
+    items = list(sampler)
+    assert sorted(i for i, _ in items) == list(range(10))
+    assert all(s == mix_seed(1, 5, i) for i, s in items)
+    assert len({s for _, s in items}) == 10 and mix_seed(1, 5, 0) != mix_seed(1, 6, 0)
+
+
+def test_loader_settings_and_errors(tmp_path):
+    loader, sampler = synthetic_loader(0, batch_size=2)
+    assert loader.drop_last and loader.sampler is sampler and len(loader) == 3
+    assert loader.pin_memory == torch.cuda.is_available()
+    with pytest.raises(ValueError, match="--batch_size_per_gpu 8 is larger"):
+        synthetic_loader(0, batch_size=8)
+    with pytest.raises(ValueError, match="not initialised"):
+        build_pretrain_loader(loader.dataset, 2, 0, 0, distributed=True)
+
+
+def test_distributed_loader_uses_a_distributed_sampler(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        loader, sampler = synthetic_loader(0, batch_size=2)  # distributed=False still works inside a group
+        ds = loader.dataset
+        loader, sampler = build_pretrain_loader(ds, 2, 0, seed=4, distributed=True)
+        assert isinstance(sampler.sampler, torch.utils.data.DistributedSampler) and len(loader) == 3
+        sampler.set_epoch(1)
+        assert sampler.sampler.epoch == 1 and len([b for b in loader]) == 3
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,196 @@
+"""End to end on tiny inputs: every evaluator script on the synthetic scenes / a miniature DAVIS, and the shared
+checkpoint-loading path on a file in the released layout."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from croc_utils.checkpoint import CheckpointError, load_checkpoint
+from croc_utils.synthetic import SYNTHETIC_CLASSES
+from eval import kmeans_segmentation, linear_segmentation, video_segmentation, visualize_clusters
+from eval.features import extract_features, load_backbone, patch_features, run_cli
+from models import vit_small, vit_tiny
+from tests.test_eval_datasets import make_davis
+
+SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64", "--num_workers", "0",
+             "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on the shared 2-core CI machine, 2 threads spin against each other and make every
+    model build here 10-20x slower; the tensors of these tests are too small to gain from a second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(module, argv):
+    return run_cli(module.main, module.get_args_parser(), argv)
+
+
+# ===== linear probe =====
+
+
+def test_linear_probe_lc_on_synthetic(tmp_path):
+    out = run(linear_segmentation, [*SYNTHETIC, "--epochs", "2", "--batch_size", "4", "--synthetic_train_images",
+                                    "12", "--synthetic_val_images", "6", "--output_dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["last"]["epoch"] == 1 and len(saved["history"]) == 2
+    assert 0.0 <= saved["last"]["miou"] <= 1.0 and saved["best"]["miou"] >= saved["last"]["miou"]
+    assert list(saved["last"]["per_class_iou"]) == list(SYNTHETIC_CLASSES)
+    assert out["best"]["miou"] == max(h["miou"] for h in saved["history"])
+    head = load_checkpoint(str(tmp_path / "head_best.pth"))
+    assert head["head"]["weight"].shape == (len(SYNTHETIC_CLASSES), 2 * 192, 1, 1)  # 2 blocks of vit_tiny
+
+
+def test_linear_probe_leopart_with_cached_train_features(tmp_path, capsys):
+    out = run(linear_segmentation, [*SYNTHETIC, "--protocol", "leopart", "--epochs", "1", "--batch_size", "6",
+                                    "--train_aug", "false", "--synthetic_train_images", "6",
+                                    "--synthetic_val_images", "4", "--output_dir", str(tmp_path)])
+    assert "caching train features" in capsys.readouterr().out
+    assert out["args"]["n_last_blocks"] == 1 and out["args"]["lr"] == 0.01
+    assert 0.0 <= out["last"]["miou"] <= 1.0
+
+
+def test_feature_cache_holds_the_on_the_fly_features():
+    from torch.utils.data import DataLoader
+
+    from eval.linear_segmentation import backbone_batches, cached_batches
+    from eval.seg_datasets import SyntheticSegmentation
+    from eval.seg_transforms import EvalTransform
+
+    torch.manual_seed(0)
+    model = load_backbone("vit_tiny", verbose=False)
+    loader = DataLoader(SyntheticSegmentation("val", 5, 32, transform=EvalTransform(32)), batch_size=2)
+    feats, masks = extract_features(model, loader, 2, "cpu")  # float16 on the CPU
+    direct = list(backbone_batches(model, loader, 2, "cpu"))
+    assert feats.shape == (5, 2 * 192, 2, 2) and masks.shape == (5, 32, 32)
+    torch.testing.assert_close(feats.float(), torch.cat([f for f, _ in direct]), atol=1e-2, rtol=1e-2)
+    replay = list(cached_batches(feats, masks, 2, "cpu"))
+    assert [len(f) for f, _ in replay] == [2, 2, 1]
+    assert torch.equal(torch.cat([m for _, m in replay]), torch.cat([m for _, m in direct]))
+    assert [len(f) for f, _ in cached_batches(feats, masks, 2, "cpu", shuffle=True, drop_last=True)] == [2, 2]
+
+
+# ===== checkpoint loading =====
+
+
+def released_checkpoint(backbone_state, out_dim=64, out_dim_c=32, hidden=48):
+    """A dict in the released CrOC layout (spec croc-algorithm.md section 8), small head sizes."""
+    d = next(iter(v for k, v in backbone_state.items() if k == "cls_token")).shape[-1]
+    head = {"mlp.0.weight": torch.randn(hidden, d), "mlp.0.bias": torch.zeros(hidden),
+            "mlp.2.weight": torch.randn(hidden, hidden), "mlp.2.bias": torch.zeros(hidden),
+            "mlp.4.weight": torch.randn(256, hidden), "mlp.4.bias": torch.zeros(256),
+            "last_layer.weight_g": torch.ones(out_dim, 1), "last_layer.weight_v": torch.randn(out_dim, 256),
+            "last_layer_c.weight_g": torch.ones(out_dim_c, 1), "last_layer_c.weight_v": torch.randn(out_dim_c, 256)}
+    network = {**{f"backbone.{k}": v for k, v in backbone_state.items()}, **{f"head.{k}": v for k, v in head.items()}}
+    student = {f"module.{k}": v + 1.0 for k, v in network.items()}  # differs from the teacher on purpose
+    args = argparse.Namespace(arch="vit_tiny", patch_size=16, out_dim=out_dim, out_dim_c=out_dim_c)
+    return {"student": student, "teacher": network, "optimizer": {"state": {}, "param_groups": []}, "epoch": 300,
+            "args": args, "croc_loss": {"center": torch.zeros(1, out_dim), "center_c": torch.zeros(1, out_dim_c)}}
+
+
+def assert_same_weights(model, state, offset=0.0):
+    own = model.state_dict()
+    assert set(own) == set(state)
+    for key, value in state.items():
+        torch.testing.assert_close(own[key], value + offset, rtol=0, atol=0)
+
+
+def test_loading_a_released_layout_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    source = vit_tiny().state_dict()
+    path = tmp_path / "checkpoint0300.pth"
+    torch.save(released_checkpoint(source), path)
+    assert_same_weights(load_backbone("vit_tiny", pretrained_weights=str(path), verbose=False), source)
+    student = load_backbone("vit_tiny", pretrained_weights=str(path), checkpoint_key="student", verbose=False)
+    assert_same_weights(student, source, offset=1.0)
+    bare = tmp_path / "dino_hub_style.pth"
+    torch.save(source, bare)
+    assert_same_weights(load_backbone("vit_tiny", pretrained_weights=str(bare), verbose=False), source)
+
+
+def test_loaded_weights_change_the_features(tmp_path):
+    torch.manual_seed(0)
+    trained = vit_tiny()
+    path = tmp_path / "ckpt.pth"
+    torch.save(released_checkpoint(trained.state_dict()), path)
+    x = torch.randn(1, 3, 32, 32)
+    loaded = load_backbone("vit_tiny", pretrained_weights=str(path), verbose=False)
+    torch.testing.assert_close(patch_features(loaded, x, 2), patch_features(trained.eval(), x, 2))
+
+
+def test_checkpoint_trained_at_another_crop_size(tmp_path):
+    torch.manual_seed(0)
+    trained = vit_tiny(img_size=64)  # e.g. the synthetic demo: pos_embed (1, 1 + 4*4, D)
+    path = tmp_path / "ckpt64.pth"
+    torch.save(released_checkpoint(trained.state_dict()), path)
+    loaded = load_backbone("vit_tiny", pretrained_weights=str(path), verbose=False)
+    assert_same_weights(loaded, trained.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    torch.testing.assert_close(patch_features(loaded, x, 1), patch_features(trained.eval(), x, 1))
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        load_backbone("vit_tiny", pretrained_weights=str(text), verbose=False)
+    small = tmp_path / "small.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in vit_small().state_dict().items()}}, small)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_backbone("vit_tiny", pretrained_weights=str(small), verbose=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run(linear_segmentation, [*SYNTHETIC, "--pretrained_weights", str(text), "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "notes.txt" in err
+
+
+# ===== K-means, DAVIS, cluster picture =====
+
+
+def test_kmeans_segmentation_on_synthetic(tmp_path):
+    out = run(kmeans_segmentation, [*SYNTHETIC, "--synthetic_val_images", "4", "--n_clusters", "0", "12",
+                                    "--n_seeds", "2", "--n_restarts", "1", "--n_iter", "10", "--pca_dim", "8",
+                                    "--mask_size", "32", "--output_dir", str(tmp_path)])
+    k = len(SYNTHETIC_CLASSES)
+    assert set(out["results"]) == {str(k), "12"}
+    assert out["results"][str(k)]["runs"][0]["matching"] == "hungarian"
+    assert out["results"]["12"]["runs"][0]["matching"] == "many-to-one"
+    assert len(out["results"]["12"]["runs"]) == 2
+    assert 0.0 <= out["results"][str(k)]["miou_mean"] <= 1.0
+    assert (tmp_path / "kmeans_results.json").is_file()
+
+
+def test_video_segmentation_on_miniature_davis(tmp_path):
+    make_davis(tmp_path / "DAVIS", seqs=("dog",), n_frames=4)
+    out_dir = tmp_path / "out"
+    result = run(video_segmentation, ["--arch", "vit_tiny", "--device", "cpu", "--data_path",
+                                      str(tmp_path / "DAVIS"), "--short_side", "64", "--output_dir", str(out_dir),
+                                      "--size_mask_neighborhood", "1", "--topk", "2"])
+    pngs = sorted((out_dir / "dog").glob("*.png"))
+    assert [p.name for p in pngs] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    first = Image.open(pngs[0])
+    assert first.mode == "P" and first.size == (10, 8)
+    assert first.getpalette()[3:6] == [128, 0, 0]
+    gt = np.asarray(Image.open(tmp_path / "DAVIS" / "Annotations" / "480p" / "dog" / "00000.png"))
+    assert np.array_equal(np.asarray(first), gt)
+    assert 0.0 <= result["J&F-Mean"] <= 1.0 and set(result["per_sequence"]) == {"dog"}
+
+
+def test_visualize_clusters_writes_a_png(tmp_path):
+    out = tmp_path / "clusters.png"
+    run(visualize_clusters, ["--arch", "vit_tiny", "--device", "cpu", "--global_crops_size", "64",
+                             "--synthetic_size", "96", "--output", str(out)])
+    picture = Image.open(out)
+    assert picture.size[0] > 4 * 64 and picture.size[1] > 3 * 64  # 4 tiles per row, one row per head (3)
+    run(visualize_clusters, ["--arch", "vit_tiny", "--device", "cpu", "--global_crops_size", "64", "--head", "1",
+                             "--synthetic_size", "96", "--output", str(out)])
+    assert Image.open(out).size[1] < 2 * 64 + 40  # a single head: one row

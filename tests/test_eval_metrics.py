@@ -1,0 +1,295 @@
+"""Metrics, matching, K-means / PCA, label propagation: hand-computed values and slow reference versions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eval.kmeans_segmentation import kmeans, standardize_pca
+from eval.linear_segmentation import head_logits
+from eval.metrics import (
+    boundary_f_measure,
+    boundary_map,
+    cluster_class_counts,
+    confusion_matrix,
+    davis_scores,
+    hungarian_match,
+    iou_per_class,
+    many_to_one_match,
+    mean_iou,
+    region_similarity,
+    segmentation_scores,
+    sequence_jf,
+)
+from eval.video_segmentation import davis_palette, neighborhood_mask, propagate, target_size
+
+# ===== mIoU =====
+
+
+def test_confusion_and_iou_hand_computed_with_ignored_and_absent_classes():
+    # 4 classes; class 2 is predicted only on an ignored pixel, class 3 appears nowhere.
+    target = torch.tensor([0, 0, 0, 1, 1, 255, 255, 1])
+    pred = torch.tensor([0, 1, 0, 1, 0, 2, 0, 1])
+    conf = confusion_matrix(pred, target, 4)
+    expected = torch.zeros(4, 4, dtype=torch.long)
+    expected[0, 0], expected[0, 1], expected[1, 1], expected[1, 0] = 2, 1, 2, 1
+    assert torch.equal(conf, expected)
+    iou = iou_per_class(conf)
+    assert iou[0] == pytest.approx(2 / 4) and iou[1] == pytest.approx(2 / 4)  # TP 2, FP 1, FN 1
+    assert math.isnan(iou[2]) and math.isnan(iou[3])
+    assert mean_iou(conf) == pytest.approx(1.0 / 4)  # absent classes count 0, mean over all 4
+    scores = segmentation_scores(conf, ["a", "b", "c", "d"])
+    assert scores["absent_classes"] == ["c", "d"] and scores["per_class_iou"]["c"] is None
+    assert scores["pixel_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_predicted_but_absent_class_scores_zero():
+    conf = confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), 2)
+    assert iou_per_class(conf).tolist() == [0.5, 0.0]
+    assert mean_iou(conf) == pytest.approx(0.25)
+
+
+def test_miou_is_dataset_level_not_mean_of_images():
+    # image A: 1 pixel of class 1, predicted 0; image B: 9 pixels of class 1, all correct.
+    ta, pa = torch.tensor([[1, 0]]), torch.tensor([[0, 0]])
+    tb, pb = torch.ones(3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.long)
+    conf = confusion_matrix(pa, ta, 2) + confusion_matrix(pb, tb, 2)
+    # class 0: TP 1, FP 1 -> 1/2; class 1: TP 9, FN 1 -> 9/10
+    assert mean_iou(conf) == pytest.approx((0.5 + 0.9) / 2)
+    per_image = (mean_iou(confusion_matrix(pa, ta, 2)) + mean_iou(confusion_matrix(pb, tb, 2))) / 2
+    assert per_image != pytest.approx(mean_iou(conf))
+
+
+def test_iou_matches_slow_per_class_loop():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 6, (3, 20, 20), generator=g)
+    target[target == 5] = 255
+    pred = torch.randint(0, 5, (3, 20, 20), generator=g)
+    iou = iou_per_class(confusion_matrix(pred, target, 5))
+    valid = target != 255
+    for c in range(5):  # the authors' TP / FP / FN loop
+        tp = ((target == c) & (pred == c) & valid).sum().item()
+        fp = ((target != c) & (pred == c) & valid).sum().item()
+        fn = ((target == c) & (pred != c) & valid).sum().item()
+        assert iou[c].item() == pytest.approx(tp / (tp + fp + fn))
+
+
+def test_confusion_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match="must lie in"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([7]), 3)
+    with pytest.raises(ValueError, match="must lie in"):
+        confusion_matrix(torch.tensor([5]), torch.tensor([0]), 3)
+    assert confusion_matrix(torch.tensor([5]), torch.tensor([255]), 3).sum() == 0  # ignored: not checked
+    with pytest.raises(ValueError, match="cluster ids"):
+        cluster_class_counts(torch.tensor([4]), torch.tensor([0]), 3, 3)
+
+
+# ===== matching =====
+
+
+def test_hungarian_recovers_a_permutation():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 4, (2, 10, 10), generator=g)
+    perm = torch.tensor([2, 0, 3, 1])  # class c -> cluster perm[c]
+    clusters = perm[target]
+    target[0, 0, :3] = 255  # ignored pixels do not matter
+    mapping = hungarian_match(cluster_class_counts(clusters, target, 4, 4))
+    assert torch.equal(mapping[perm], torch.arange(4))
+
+
+def test_hungarian_is_optimal_not_greedy():
+    # Greedy per cluster would send both clusters to class 0; the best one-to-one matching is 0->1, 1->0:
+    # IoU(0,0)=6/16, IoU(0,1)=5/11, IoU(1,0)=5/11, IoU(1,1)=0.
+    counts = torch.tensor([[6, 5], [5, 0]])
+    assert hungarian_match(counts).tolist() == [1, 0]
+
+
+def test_hungarian_unmatched_clusters_go_to_background():
+    counts = torch.tensor([[0, 10], [0, 0], [10, 1]])  # 3 clusters, 2 classes
+    assert hungarian_match(counts).tolist() == [1, 0, 0]
+
+
+def test_many_to_one_uses_precision_not_iou():
+    # cluster 0 holds 2 pixels of the huge class 0 and the single pixel of class 1: precision picks class 0
+    # (2/3), IoU would pick class 1 (1/3 vs 2/101).
+    target = torch.tensor([0] * 100 + [1])
+    clusters = torch.tensor([0, 0] + [1] * 98 + [0])
+    counts = cluster_class_counts(clusters, target, 3, 2)
+    assert counts.tolist() == [[2, 1], [98, 0], [0, 0]]
+    assert many_to_one_match(counts).tolist() == [0, 0, 0]  # empty cluster 2 -> background
+    assert many_to_one_match(torch.tensor([[1, 5, 2], [3, 3, 0]])).tolist() == [1, 0]  # tie -> lowest class
+
+
+# ===== J and F =====
+
+
+def square(size, top, left, side):
+    m = torch.zeros(1, size, size, dtype=torch.bool)
+    m[0, top:top + side, left:left + side] = True
+    return m
+
+
+def test_region_similarity_known_values():
+    a = square(20, 5, 5, 4)
+    assert region_similarity(a, a).item() == 1.0
+    assert region_similarity(a, square(20, 12, 12, 4)).item() == 0.0
+    assert region_similarity(a, square(20, 5, 6, 4)).item() == pytest.approx(12 / 20)
+    assert region_similarity(a, square(20, 5, 7, 4)).item() == pytest.approx(8 / 24)
+    empty = torch.zeros(1, 20, 20, dtype=torch.bool)
+    assert region_similarity(empty, empty).item() == 1.0
+
+
+def test_boundary_map_of_a_square_is_the_shifted_perimeter():
+    # seg2bmap puts the boundary half a pixel towards the origin: a 4x4 square at rows/cols 5..8 has the
+    # 16-pixel perimeter of the 5x5 square at rows/cols 4..8 as its boundary.
+    b = boundary_map(square(20, 5, 5, 4))[0]
+    ring = torch.zeros(20, 20, dtype=torch.bool)
+    ring[4:9, 4:9] = True
+    ring[5:8, 5:8] = False
+    assert torch.equal(b, ring)
+
+
+def test_boundary_f_known_values():
+    a = square(20, 5, 5, 4)
+    assert boundary_f_measure(a, a).item() == 1.0
+    assert boundary_f_measure(a, square(20, 13, 13, 4)).item() == 0.0
+    # 20x20 image: radius ceil(0.008 * 28.3) = 1 (a 5-pixel cross). Shifted by 2 columns, 10 of the 16 boundary
+    # pixels of each mask lie within the cross of the other's boundary: P = R = 10/16.
+    assert boundary_f_measure(square(20, 5, 7, 4), a).item() == pytest.approx(10 / 16)
+    empty = torch.zeros(1, 20, 20, dtype=torch.bool)
+    assert boundary_f_measure(empty, empty).item() == 1.0
+    assert boundary_f_measure(empty, a).item() == 0.0 and boundary_f_measure(a, empty).item() == 0.0
+
+
+def slow_f(pred, gt, radius):
+    """Boundary F with explicit loops: seg2bmap by its definition, matching by disk distance."""
+    def bmap(m):
+        h, w = m.shape
+        b = np.zeros_like(m)
+        for i in range(h):
+            for j in range(w):
+                nbrs = [(i, j + 1), (i + 1, j), (i + 1, j + 1)]
+                if i == h - 1:
+                    nbrs = [(i, j + 1)]
+                if j == w - 1:
+                    nbrs = [(i + 1, j)] if i < h - 1 else []
+                b[i, j] = any(m[i, j] != (m[y, x] if y < h and x < w else False) for y, x in nbrs)
+        return b
+
+    def matched(src, other):
+        pts = np.argwhere(other)
+        return sum(any((p - q) @ (p - q) <= radius ** 2 for q in pts) for p in np.argwhere(src))
+
+    bp, bg = bmap(pred), bmap(gt)
+    if bp.sum() == 0 or bg.sum() == 0:
+        return float(bp.sum() == 0 and bg.sum() == 0)
+    p, r = matched(bp, bg) / bp.sum(), matched(bg, bp) / bg.sum()
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def test_boundary_f_matches_slow_loops_on_random_blobs():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        pred = torch.rand(1, 14, 14, generator=g) > 0.6
+        gt = torch.rand(1, 14, 14, generator=g) > 0.6
+        fast = boundary_f_measure(pred, gt, bound_th=2).item()
+        assert fast == pytest.approx(slow_f(pred[0].numpy(), gt[0].numpy(), 2))
+
+
+def test_sequence_jf_skips_first_and_last_frames_and_averages_objects():
+    gt = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    gt[:, 0:4, 0:4] = 1
+    gt[:, 4:8, 4:8] = 2
+    pred = gt.clone()
+    pred[0] = 0  # first and last frames are garbage: must not count
+    pred[3] = 2
+    pred[1, 4:8, 4:6] = 0  # object 2 half found in frame 1: J = 8/16
+    j, f = sequence_jf(pred, gt)
+    assert j.shape == (2, 2)
+    assert j.tolist() == [[1.0, 1.0], [0.5, 1.0]]
+    scores = davis_scores({"seq": (j, f)})
+    assert scores["J-Mean"] == pytest.approx((1.0 + 0.75) / 2)
+    assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
+
+
+# ===== K-means and PCA =====
+
+
+def test_standardize_pca_matches_numpy_svd():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=g) @ torch.randn(6, 6, generator=g) * 3 + 5
+    ours = standardize_pca(x.half(), 3).numpy()  # float16 storage, as the CPU cache holds features
+    xs = x.half().double().numpy()
+    z = (xs - xs.mean(0)) / xs.std(0)
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    ref = z @ vt[:3].T
+    signs = np.sign((ours * ref).sum(0))  # principal axes are defined up to sign
+    np.testing.assert_allclose(ours, ref * signs, atol=1e-3, rtol=1e-3)
+
+
+def test_kmeans_separates_blobs():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = torch.arange(3).repeat_interleave(50)
+    x = centres[truth] + torch.randn(150, 2, generator=g)
+    labels = kmeans(x, 3, n_iter=50, n_restarts=2, seed=0)
+    mapping = hungarian_match(cluster_class_counts(labels, truth, 3, 3))
+    assert torch.equal(mapping[labels], truth)
+
+
+def test_kmeans_keeps_k_clusters_and_rejects_too_many():
+    x = torch.tensor([[0.0], [0.0], [0.0], [1.0]])
+    labels = kmeans(x, 2, n_iter=10, n_restarts=1, seed=0)
+    assert labels[3] != labels[0]
+    with pytest.raises(ValueError, match="clusters"):
+        kmeans(x, 5)
+
+
+# ===== linear head, propagation, palette =====
+
+
+def test_head_commutes_with_bilinear_resizing():
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Conv2d(6, 3, 1)
+    feats = torch.randn(2, 6, 4, 4, generator=g)
+    via_grid = head_logits(head, feats, 100, logit_size=100)
+    upsampled_first = head(torch.nn.functional.interpolate(feats, size=(100, 100), mode="bilinear"))
+    torch.testing.assert_close(via_grid, upsampled_first, atol=1e-5, rtol=1e-5)
+
+
+def slow_propagate(target, ctx_feats, ctx_labels, topk, temperature, allowed):
+    m, _, n = ctx_feats.shape
+    out = torch.zeros(ctx_labels.shape[1], n)
+    for t in range(n):
+        scores = [(math.exp(float(target[:, t] @ ctx_feats[i, :, s]) / temperature) * float(allowed[t, s]), i, s)
+                  for i in range(m) for s in range(n)]
+        kth = sorted((v for v, _, _ in scores), reverse=True)[topk - 1]
+        kept = [(v, i, s) for v, i, s in scores if v >= kth]
+        total = sum(v for v, _, _ in kept)
+        for v, i, s in kept:
+            out[:, t] += v / total * ctx_labels[i, :, s]
+    return out
+
+
+def test_propagate_matches_slow_loops():
+    g = torch.Generator().manual_seed(0)
+    h, w, m = 3, 4, 2
+    norm = torch.nn.functional.normalize
+    target = norm(torch.randn(5, h * w, generator=g), dim=0)
+    ctx = norm(torch.randn(m, 5, h * w, generator=g), dim=1)
+    labels = torch.softmax(torch.randn(m, 3, h * w, generator=g), dim=1)
+    allowed = neighborhood_mask(h, w, 1)
+    rows, cols = np.divmod(np.arange(h * w), w)
+    ref_mask = (np.abs(rows[:, None] - rows[None]) <= 1) & (np.abs(cols[:, None] - cols[None]) <= 1)
+    assert np.array_equal(allowed.numpy(), ref_mask)
+    fast = propagate(target, ctx, labels, topk=3, temperature=0.1, neighborhood=allowed)
+    torch.testing.assert_close(fast, slow_propagate(target, ctx, labels, 3, 0.1, allowed), atol=1e-5, rtol=1e-4)
+
+
+def test_davis_palette_and_frame_size():
+    pal = davis_palette()
+    assert pal[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert pal[255].tolist() == [224, 224, 192]  # VOC's boundary colour
+    assert target_size(480, 854) == (480, 832)
+    assert target_size(854, 480) == (832, 480)

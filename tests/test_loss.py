@@ -1,0 +1,199 @@
+"""Tests for croc_utils/loss.py against hand-written cross-entropies, entropies and KLs (spec section 4),
+including a 2-process gloo group whose centres must equal the single-process result on the concatenated batch."""
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from croc_utils.loss import CrOCLoss
+
+OUT, OUT_C = 7, 5
+
+
+def make_loss(ncrops=2, nepochs=4, warmup_epochs=3):
+    return CrOCLoss(out_dim=OUT, out_dim_c=OUT_C, ncrops=ncrops, warmup_teacher_temp=0.04, teacher_temp=0.07,
+                    warmup_teacher_temp_c=0.02, teacher_temp_c=0.05, warmup_teacher_temp_epochs=warmup_epochs,
+                    nepochs=nepochs, student_temp=0.1, student_temp_c=0.2, center_momentum=0.9)
+
+
+def softmax(row):
+    exps = [math.exp(v - max(row)) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def cross_entropy(p, q_logits):
+    """-sum_c p_c log softmax(q)_c for one sample, with plain Python floats."""
+    log_norm = max(q_logits) + math.log(sum(math.exp(v - max(q_logits)) for v in q_logits))
+    return -sum(pc * (qc - log_norm) for pc, qc in zip(p, q_logits))
+
+
+def entropy(p):
+    return -sum(pc * math.log(pc) for pc in p if pc > 0)
+
+
+def teacher_probs(logits, center, temp):
+    return [softmax([(v - c) / temp for v, c in zip(row, center)]) for row in logits.tolist()]
+
+
+def hand_dino(student, teacher, center, t_temp, s_temp, ncrops):
+    batch = teacher.shape[0] // 2
+    probs = teacher_probs(teacher, center, t_temp)
+    s_rows = (student / s_temp).tolist()
+    terms, kls = [], []
+    for i in range(2):
+        for v in range(ncrops):
+            if v != i:
+                ce = [cross_entropy(probs[i * batch + b], s_rows[v * batch + b]) for b in range(batch)]
+                terms.append(sum(ce) / batch)
+                kls.append(sum(c - entropy(probs[i * batch + b]) for b, c in enumerate(ce)) / batch)
+    return sum(terms) / len(terms), sum(kls) / len(kls), sum(entropy(p) for p in probs) / len(probs)
+
+
+def hand_clusters(student, teacher, center, t_temp, s_temp):
+    n = teacher.shape[0] // 2
+    probs = teacher_probs(teacher, center, t_temp)
+    s_rows = (student / s_temp).tolist()
+    ce_1 = [cross_entropy(probs[j], s_rows[n + j]) for j in range(n)]  # teacher view 1, student view 2
+    ce_2 = [cross_entropy(probs[n + j], s_rows[j]) for j in range(n)]
+    ent = sum(entropy(p) for p in probs) / len(probs)
+    return (sum(ce_1) / n + sum(ce_2) / n) / 2, (sum(ce_1) / n + sum(ce_2) / n) / 2 - ent, ent
+
+
+def random_batch(batch=3, n_clusters=4, ncrops=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(ncrops * batch, OUT, generator=g), torch.randn(2 * batch, OUT, generator=g),
+            torch.randn(2 * n_clusters, OUT_C, generator=g), torch.randn(2 * n_clusters, OUT_C, generator=g))
+
+
+@pytest.mark.parametrize("ncrops, epoch", [(2, 0), (2, 1), (4, 3)])
+def test_terms_equal_hand_written_cross_entropy(ncrops, epoch):
+    loss = make_loss(ncrops=ncrops)
+    loss.center.copy_(torch.randn(1, OUT))
+    loss.center_c.copy_(torch.randn(1, OUT_C))
+    center, center_c = loss.center[0].tolist(), loss.center_c[0].tolist()
+    s_cls, t_cls, s_c, t_c = random_batch(ncrops=ncrops)
+    t_temp, t_temp_c = (0.04 + 0.03 * epoch / 2, 0.02 + 0.03 * epoch / 2) if epoch < 3 else (0.07, 0.05)
+    dino, cluster = loss(s_cls, t_cls, epoch, s_c, t_c)
+    ref_dino, ref_kl, ref_ent = hand_dino(s_cls, t_cls, center, t_temp, 0.1, ncrops)
+    ref_cluster, ref_kl_c, ref_ent_c = hand_clusters(s_c, t_c, center_c, t_temp_c, 0.2)
+    assert dino.item() == pytest.approx(ref_dino, rel=1e-5)
+    assert cluster.item() == pytest.approx(ref_cluster, rel=1e-5)
+    logs = loss.diagnostics()
+    assert set(logs) == {"ent", "kl", "ent_c", "kl_c"}
+    for key, expected in dict(ent=ref_ent, kl=ref_kl, ent_c=ref_ent_c, kl_c=ref_kl_c).items():
+        assert logs[key].item() == pytest.approx(expected, rel=1e-4, abs=1e-6), key
+
+
+def test_centres_move_as_specified():
+    loss = make_loss()
+    s_cls, t_cls, s_c, t_c = random_batch()
+    old, old_c = torch.randn(1, OUT), torch.randn(1, OUT_C)
+    loss.center.copy_(old)
+    loss.center_c.copy_(old_c)
+    loss(s_cls, t_cls, 0, s_c, t_c)
+    for j in range(OUT):
+        expected = 0.9 * old[0, j].item() + 0.1 * sum(t_cls[:, j].tolist()) / len(t_cls)
+        assert loss.center[0, j].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    for j in range(OUT_C):
+        expected = 0.9 * old_c[0, j].item() + 0.1 * sum(t_c[:, j].tolist()) / len(t_c)
+        assert loss.center_c[0, j].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert set(loss.state_dict()) == {"center", "center_c"}
+
+
+def test_no_valid_cluster_gives_zero_term_and_keeps_center_c():
+    loss = make_loss()
+    loss.center_c.copy_(torch.randn(1, OUT_C))
+    before = loss.center_c.clone()
+    s_cls, t_cls, _, _ = random_batch()
+    s_cls.requires_grad_(True)
+    s_c = torch.zeros(0, OUT_C, requires_grad=True)
+    dino, cluster = loss(s_cls, t_cls, 0, s_c, torch.zeros(0, OUT_C))
+    assert cluster.item() == 0.0 and math.isfinite(dino.item())
+    assert torch.equal(loss.center_c, before)
+    (dino + cluster).backward()
+    assert torch.isfinite(s_cls.grad).all()
+    logs = loss.diagnostics()
+    assert logs["ent_c"].item() == 0.0 and logs["kl_c"].item() == 0.0 and math.isfinite(logs["kl"].item())
+
+
+def test_gradients_reach_student_only():
+    loss = make_loss()
+    s_cls, t_cls, s_c, t_c = (t.requires_grad_(True) for t in random_batch())
+    dino, cluster = loss(s_cls, t_cls, 0, s_c, t_c)
+    (dino + cluster).backward()
+    assert s_cls.grad.abs().sum() > 0 and s_c.grad.abs().sum() > 0
+    assert t_cls.grad is None and t_c.grad is None
+    assert not loss.center.requires_grad and not loss.center_c.requires_grad
+
+
+def test_half_precision_logits():
+    loss = make_loss()
+    s_cls, t_cls, s_c, t_c = random_batch()
+    full = make_loss()(s_cls, t_cls, 0, s_c, t_c)
+    half = loss(*(t.bfloat16() for t in (s_cls, t_cls)), 0, *(t.bfloat16() for t in (s_c, t_c)))
+    assert all(h.dtype == torch.float32 for h in half)
+    for h, f in zip(half, full):
+        assert h.item() == pytest.approx(f.item(), rel=0.1)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((torch.zeros(6, OUT), torch.zeros(5, OUT), 0, torch.zeros(2, OUT_C), torch.zeros(2, OUT_C)), "teacher_cls"),
+    ((torch.zeros(4, OUT), torch.zeros(6, OUT), 0, torch.zeros(2, OUT_C), torch.zeros(2, OUT_C)), "student_cls"),
+    ((torch.zeros(6, OUT), torch.zeros(6, OUT), 0, torch.zeros(2, OUT_C), torch.zeros(4, OUT_C)), "clusters"),
+    ((torch.zeros(6, OUT), torch.zeros(6, OUT), 0, torch.zeros(3, OUT_C), torch.zeros(3, OUT_C)), "clusters"),
+    ((torch.zeros(6, OUT), torch.zeros(6, OUT), 4, torch.zeros(2, OUT_C), torch.zeros(2, OUT_C)), "epoch"),
+])
+def test_bad_inputs_raise_value_error(args, message):
+    with pytest.raises(ValueError, match=message):
+        make_loss()(*args)
+
+
+def test_bad_construction_and_early_diagnostics():
+    with pytest.raises(ValueError, match="warmup_teacher_temp_epochs"):
+        make_loss(nepochs=2, warmup_epochs=3)
+    with pytest.raises(RuntimeError, match="forward"):
+        make_loss().diagnostics()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Two processes (gloo)
+# ----------------------------------------------------------------------------------------------------------------
+def _gloo_worker(rank, world_size, init_file, batches, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        loss = make_loss()
+        dino, cluster = loss(*batches[rank][:2], 1, *batches[rank][2:])
+        torch.save(dict(center=loss.center, center_c=loss.center_c, logs=loss.diagnostics(), dino=dino.detach(),
+                        cluster=cluster.detach()), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _concat_views(parts):
+    """Per-rank (view 1 rows, then view 2 rows) -> one batch ordered [view 1 of all ranks, view 2 of all ranks]."""
+    halves = [p.chunk(2) for p in parts]
+    return torch.cat([h[0] for h in halves] + [h[1] for h in halves])
+
+
+def test_two_process_centres_equal_single_process_on_concatenated_batch(tmp_path):
+    # Rank 0 has no valid cluster at all, rank 1 has three: the cluster centre must use the global count.
+    batches = [random_batch(batch=2, n_clusters=0, seed=1), random_batch(batch=3, n_clusters=3, seed=2)]
+    batches[0] = (batches[0][0], batches[0][1], torch.zeros(0, OUT_C), torch.zeros(0, OUT_C))
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), batches, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+    single = make_loss()
+    single(*(_concat_views([b[i] for b in batches]) for i in range(2)), 1,
+           *(_concat_views([b[i] for b in batches]) for i in range(2, 4)))
+    for out in ranks:
+        torch.testing.assert_close(out["center"], ranks[0]["center"], rtol=0, atol=0)
+        torch.testing.assert_close(out["center_c"], ranks[0]["center_c"], rtol=0, atol=0)
+        torch.testing.assert_close(out["center"], single.center)
+        torch.testing.assert_close(out["center_c"], single.center_c)
+        for key, value in single.diagnostics().items():
+            torch.testing.assert_close(out["logs"][key], value, msg=key)
+    assert ranks[0]["cluster"].item() == 0.0 and ranks[1]["cluster"].item() > 0

@@ -1,0 +1,109 @@
+"""Tests of croc_utils/synthetic.py: determinism, valid masks, shapes, the figure script."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from croc_utils.synthetic import (
+    MASK_COLOURS,
+    SYNTHETIC_CLASSES,
+    SyntheticScenes,
+    colourize_mask,
+    save_figure,
+    shape_mask,
+    texture,
+)
+
+
+def test_same_seed_same_images_and_masks():
+    a, b = SyntheticScenes("train", 5, 64, seed=3), SyntheticScenes("train", 5, 64, seed=3)
+    for i in range(5):
+        (img_a, mask_a), (img_b, mask_b) = a[i], b[i]
+        assert np.array_equal(np.array(img_a), np.array(img_b)) and np.array_equal(mask_a, mask_b)
+    assert np.array_equal(a[-1][1], a[4][1])
+
+
+def test_seed_split_and_index_change_the_scene():
+    base = np.array(SyntheticScenes("train", 3, 64, seed=0)[1][0])
+    assert not np.array_equal(base, np.array(SyntheticScenes("train", 3, 64, seed=1)[1][0]))
+    assert not np.array_equal(base, np.array(SyntheticScenes("val", 3, 64, seed=0)[1][0]))
+    assert not np.array_equal(base, np.array(SyntheticScenes("train", 3, 64, seed=0)[2][0]))
+
+
+@pytest.mark.parametrize("size", [32, 100, 224])
+def test_masks_cover_every_pixel_with_a_valid_class(size):
+    scenes = SyntheticScenes("val", 12, size, seed=0)
+    seen = set()
+    for img, mask in (scenes[i] for i in range(len(scenes))):
+        assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (size, size)
+        assert mask.shape == (size, size) and mask.dtype == np.uint8
+        assert mask.max() < len(SYNTHETIC_CLASSES)
+        seen |= set(np.unique(mask).tolist())
+        assert (mask > 0).mean() > 0.02  # every scene shows objects
+    assert len(seen) >= 5  # several classes, not one
+
+
+def test_every_class_occurs_and_scenes_hold_several_instances():
+    scenes = SyntheticScenes("train", 40, 96, seed=0)
+    masks = np.stack([scenes[i][1] for i in range(len(scenes))])
+    counts = np.bincount(masks.ravel(), minlength=len(SYNTHETIC_CLASSES))
+    assert (counts > 0).all()
+    assert 0.4 < counts[0] / counts.sum() < 0.95  # background is common but not everything
+    assert np.mean([len(np.unique(m)) - 1 for m in masks]) >= 2.5  # several object classes per image
+
+
+def test_colours_do_not_label_classes():
+    """The same palette is used by every class: the mean colour per class is close to the overall object mean."""
+    scenes = SyntheticScenes("train", 40, 96, seed=1)
+    pixels, labels = [], []
+    for i in range(len(scenes)):
+        img, mask = scenes[i]
+        pixels.append(np.array(img).reshape(-1, 3).astype(float))
+        labels.append(mask.ravel())
+    pixels, labels = np.concatenate(pixels), np.concatenate(labels)
+    objects = pixels[labels > 0].mean(0)
+    for cls in range(1, len(SYNTHETIC_CLASSES)):
+        assert np.abs(pixels[labels == cls].mean(0) - objects).max() < 40  # out of 255
+
+
+def test_shape_masks_by_hand():
+    p, q = np.array([0.0, 0.95, 1.1, 0.0, -0.9, 0.8]), np.array([0.0, 0.0, 0.0, 0.9, 0.0, 0.0])
+    assert shape_mask(SYNTHETIC_CLASSES.index("disc"), p, q).tolist() == [True, True, False, True, True, True]
+    assert shape_mask(SYNTHETIC_CLASSES.index("ring"), p, q).tolist() == [False, True, False, True, True, True]
+    # Crescent: the unit disc minus a disc of radius 0.8 centred at (0.5, 0); (0, 0.9) is on a horn.
+    assert shape_mask(SYNTHETIC_CLASSES.index("crescent"), p, q).tolist() == [False, False, False, True, True, False]
+    assert shape_mask(SYNTHETIC_CLASSES.index("box"), p, q).tolist() == [True, False, False, False, False, True]
+    triangle = shape_mask(
+        SYNTHETIC_CLASSES.index("triangle"), np.array([0.0, 0.0, 0.8, 0.0]), np.array([0.0, 0.95, 0.5, -0.6])
+    )
+    assert triangle.tolist() == [True, True, False, False]
+    cross = shape_mask(SYNTHETIC_CLASSES.index("cross"), np.array([0.0, 0.9, 0.5, 0.0]), np.array([0.9, 0.1, 0.5, 0.0]))
+    assert cross.tolist() == [True, True, False, True]
+
+
+def test_textures_are_two_level_patterns_in_unit_range():
+    u, v = np.meshgrid(np.arange(64, dtype=np.float32) - 32, np.arange(64, dtype=np.float32) - 32)
+    for kind in range(7):
+        w = texture(kind, u, v, period=8.0)
+        assert w.shape == (64, 64) and w.min() >= 0 and w.max() <= 1
+        assert (w < 0.1).mean() > 0.1 and (w > 0.9).mean() > 0.1  # both colours of the pair show
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        SyntheticScenes("test")
+    with pytest.raises(ValueError, match="synthetic_num_images"):
+        SyntheticScenes("train", 0)
+    with pytest.raises(IndexError):
+        SyntheticScenes("train", 3)[3]
+
+
+def test_figure_script_writes_image_and_mask(tmp_path):
+    path = save_figure(str(tmp_path / "fig" / "sample.png"), seed=0, size=48, count=2)
+    fig = np.array(Image.open(path).convert("RGB"))
+    img, mask = SyntheticScenes("val", 2, 48, seed=0)[0]
+    assert np.array_equal(fig[:48, :48], np.array(img))
+    assert np.array_equal(fig[:48, 52:100], colourize_mask(mask))
+    assert colourize_mask(np.array([[0, 7]], dtype=np.uint8)).tolist() == [
+        [MASK_COLOURS[0].tolist(), MASK_COLOURS[7].tolist()]
+    ]

@@ -1,0 +1,153 @@
+"""End-to-end training on the embedded synthetic data (vit_tiny, 64 px crops, out_dim 256), CPU."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from croc_utils.checkpoint import load_checkpoint
+from croc_utils.optim import cosine_scheduler
+from croc_utils.parser import parse_args
+from main_croc import train_croc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--dataset_type", "synthetic", "--synthetic_num_images", "4", "--arch", "vit_tiny", "--global_crops_size",
+         "64", "--out_dim", "256", "--out_dim_c", "64", "--batch_size_per_gpu", "4", "--num_workers", "0",
+         "--drop_path_rate", "0", "--use_fp16", "false", "--warmup_epochs", "1", "--log_freq", "1", "--device", "cpu",
+         "--freeze_last_layer", "1", "--saveckp_freq", "1"]
+
+
+def run(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    args = parse_args(SMALL + ["--output_dir", out, *extra])
+    os.makedirs(out, exist_ok=True)
+    train_croc(args)
+    return out
+
+
+def subprocess_env():
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_two_epochs_train_and_write_the_released_layout(tmp_path):
+    out = run(tmp_path, "a", "--epochs", "2")
+    assert sorted(os.listdir(out)) == ["args.json", "checkpoint.pth", "checkpoint0000.pth", "checkpoint0001.pth",
+                                       "log.txt"]
+    lines = [json.loads(line) for line in open(os.path.join(out, "log.txt"))]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    for key in ("train_d_loss", "train_s_loss", "train_ent", "train_kl", "train_ent_c", "train_kl_c", "train_lr",
+                "train_wd", "train_img_per_s", "train_mean_k"):
+        assert all(key in line and line[key] == line[key] for line in lines), key  # present and not NaN
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert {"student", "teacher", "optimizer", "epoch", "args", "croc_loss"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and "fp16_scaler" not in ckpt
+    assert all(k.startswith("module.") for k in ckpt["student"])
+    assert "head.last_layer_c.weight_g" in ckpt["teacher"]
+    assert set(ckpt["croc_loss"]) >= {"center", "center_c"}
+
+    # student and teacher moved away from their common start
+    first = load_checkpoint(os.path.join(out, "checkpoint0000.pth"))
+    key = "backbone.blocks.0.attn.qkv.weight"
+    assert not torch.equal(first["teacher"][key], ckpt["teacher"][key])
+    assert not torch.equal(first["student"]["module." + key], ckpt["student"]["module." + key])
+    # one iteration per epoch: teacher_2 = m * teacher_1 + (1 - m) * student_2, with m the schedule at iteration 1
+    m = cosine_scheduler(0.996, 1.0, 2, 1)[1]
+    for name, t2 in ckpt["teacher"].items():
+        if t2.is_floating_point() and "weight_g" not in name:
+            expected = m * first["teacher"][name] + (1 - m) * ckpt["student"]["module." + name]
+            torch.testing.assert_close(t2, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = run(tmp_path, "full", "--epochs", "4")
+    # What a run killed after its second epoch leaves behind: checkpoint.pth at epoch 2.
+    resumed = str(tmp_path / "resumed")
+    os.makedirs(resumed)
+    shutil.copy(os.path.join(full, "checkpoint0001.pth"), os.path.join(resumed, "checkpoint.pth"))
+    run(tmp_path, "resumed", "--epochs", "4")
+    a = load_checkpoint(os.path.join(full, "checkpoint.pth"))
+    b = load_checkpoint(os.path.join(resumed, "checkpoint.pth"))
+    assert a["epoch"] == b["epoch"] == 4
+    for part in ("student", "teacher"):
+        for name in a[part]:
+            torch.testing.assert_close(a[part][name], b[part][name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a["croc_loss"]["center_c"], b["croc_loss"]["center_c"], rtol=1e-5, atol=1e-6)
+
+
+def test_local_rank_flag_of_the_old_launcher_is_accepted(tmp_path):
+    out = run(tmp_path, "lr", "--epochs", "1", "--local_rank", "0")
+    assert os.path.isfile(os.path.join(out, "checkpoint.pth"))
+
+
+def test_non_finite_loss_exits_nonzero_and_keeps_checkpoint(tmp_path):
+    out = run(tmp_path, "nan", "--epochs", "1")
+    before = open(os.path.join(out, "checkpoint.pth"), "rb").read()
+    proc = subprocess.run([sys.executable, "main_croc.py", *SMALL, "--output_dir", out, "--epochs", "3",
+                           "--lr", "1e38", "--warmup_epochs", "0", "--synthetic_num_images", "8",
+                           "--batch_size_per_gpu", "2"],
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    message = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert len(message) == 1 and ("loss is nan" in message[0] or "not finite" in message[0]), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert open(os.path.join(out, "checkpoint.pth"), "rb").read() == before
+
+
+def test_missing_dataset_is_one_line_pointing_at_the_demo(tmp_path):
+    proc = subprocess.run([sys.executable, "main_croc.py", "--output_dir", str(tmp_path)], cwd=ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "\n" not in err and "/path/to/coco" in err and "README" in err, err
+
+
+def test_sigterm_saves_and_exits_then_resumes(tmp_path):
+    out = str(tmp_path / "term")
+    cmd = [sys.executable, "main_croc.py", *SMALL, "--output_dir", out, "--epochs", "3", "--synthetic_num_images",
+           "64", "--batch_size_per_gpu", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    for line in proc.stdout:
+        if "Epoch [0/3] [3/32]" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, rest[-2000:]
+    assert "SIGTERM received" in rest
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert ckpt["epoch"] == 0 and 3 <= ckpt["iteration"] < 32
+    proc = subprocess.run(cmd + ["--epochs", "1"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"iteration {ckpt['iteration']}" in proc.stdout
+    assert load_checkpoint(os.path.join(out, "checkpoint.pth"))["epoch"] == 1
+
+
+def test_two_process_ddp_on_gloo(tmp_path):
+    out, dump = str(tmp_path / "ddp"), str(tmp_path / "dump")
+    os.makedirs(dump)
+    env = subprocess_env()
+    env["CROC_TEST_DUMP"] = dump
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "tests/ddp_worker.py", *SMALL, "--output_dir", out, "--epochs", "1",
+                           "--synthetic_num_images", "8", "--batch_size_per_gpu", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    t0 = torch.load(os.path.join(dump, "teacher_rank0.pt"), weights_only=True)
+    t1 = torch.load(os.path.join(dump, "teacher_rank1.pt"), weights_only=True)
+    for name in t0:
+        torch.testing.assert_close(t0[name], t1[name], rtol=0, atol=0)
+    # only rank 0 wrote: one log line, one set of files
+    assert sorted(os.listdir(out)) == ["args.json", "checkpoint.pth", "checkpoint0000.pth", "log.txt"]
+    assert len(open(os.path.join(out, "log.txt")).readlines()) == 1
+    assert json.load(open(os.path.join(out, "args.json")))["world_size"] == 2
+    assert time.time() - start < 300
