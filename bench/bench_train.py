@@ -62,6 +62,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_arch(arch: str, opts) -> dict:
     args = parse_args(["--arch", arch, "--batch_size_per_gpu", str(opts.batch), "--device", opts.device,
+                       "--global_crops_size", str(opts.size), "--out_dim", str(opts.out_dim),
                        "--use_fp16", str(opts.amp == "fp16").lower()])
     args.world_size = 1
     device = torch.device(opts.device)
@@ -77,7 +78,7 @@ def bench_arch(arch: str, opts) -> dict:
         group["lr"] = 1e-5
     scaler = torch.amp.GradScaler("cuda") if opts.amp == "fp16" else None
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(opts.amp)
-    transform = CrOCAugmentation(args.global_crops_scale, 224, 16)
+    transform = CrOCAugmentation(args.global_crops_scale, opts.size, 16)
     images = make_images(opts.batch)
     timer = PhaseTimer(device)
     if device.type == "cuda":
@@ -95,7 +96,7 @@ def bench_arch(arch: str, opts) -> dict:
             ema_update(teacher, student, 0.996)
         timer.sync()
         timer.times["step"].append(time.perf_counter() - t_step)
-    ms = {k: 1000 * float(np.median(v)) for k, v in timer.times.items()}
+    ms = {k: 1000 * float(np.mean(v)) for k, v in timer.times.items()}
     return {"arch": arch, "device": str(device), "amp": opts.amp or "fp32", "batch": opts.batch,
             "images_per_s": opts.batch / (ms["step"] / 1000), "peak_mb": peak_memory_mb(device), "ms": ms}
 
@@ -104,6 +105,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["vit_tiny", "vit_small"])
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224, help="global crop size")
+    parser.add_argument("--out_dim", type=int, default=65536)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
