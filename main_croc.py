@@ -105,8 +105,6 @@ def train_croc(args):
                          student_temp_c=args.student_temp_c).to(device)
     optimizer = build_optimizer(args.optimizer, get_params_groups(student_without_ddp))
     fp16_scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    if args.epochs <= 2:  # spec section 5: too short to warm up
-        args.warmup_epochs = args.warmup_teacher_temp_epochs = 0
     niter = len(data_loader)
     lr_schedule = cosine_scheduler(args.lr * args.batch_size_per_gpu * args.world_size / 256.0, args.min_lr,
                                    args.epochs, niter, warmup_epochs=args.warmup_epochs)

@@ -177,6 +177,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     for flag in ("local_crops_number", "num_workers", "saveckp_freq", "warmup_epochs", "freeze_last_layer"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if args.epochs <= 2:  # spec section 5: a run this short has no warm-up
+        args.warmup_epochs = args.warmup_teacher_temp_epochs = 0
     return args
 
 
