@@ -184,7 +184,7 @@ def test_two_process_centres_equal_single_process_on_concatenated_batch(tmp_path
     batches = [random_batch(batch=2, n_clusters=0, seed=1), random_batch(batch=3, n_clusters=3, seed=2)]
     batches[0] = (batches[0][0], batches[0][1], torch.zeros(0, OUT_C), torch.zeros(0, OUT_C))
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), batches, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     single = make_loss()
     single(*(_concat_views([b[i] for b in batches]) for i in range(2)), 1,
