@@ -164,12 +164,12 @@ def backbone_state_dict(ckpt: Mapping, checkpoint_key: str = "teacher", path: st
     return {k: v for k, v in state.items() if not k.startswith("head.") and isinstance(v, torch.Tensor)}
 
 
-def load_pretrained_backbone(model: nn.Module, path: str, checkpoint_key: str = "teacher") -> str:
-    """Load a ViT from ``path`` (see ``backbone_state_dict``); returns a one-line load message.
+def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str,
+                        checkpoint_key: str = "teacher") -> str:
+    """Load a ``backbone_state_dict`` into ``model``; returns a one-line load message.
 
     Raises CheckpointError when no weight fits or an architecture differs (e.g. vit_small weights into vit_tiny).
     """
-    state = backbone_state_dict(load_checkpoint(path), checkpoint_key, path)
     _check_shapes(model, state, path, "the backbone")
     own = model.state_dict()
     if not any(key in own for key in state):
@@ -178,3 +178,9 @@ def load_pretrained_backbone(model: nn.Module, path: str, checkpoint_key: str = 
     missing, unexpected = model.load_state_dict(state, strict=False)
     return (f"loaded {path} [{checkpoint_key}]: {len(own) - len(missing)}/{len(own)} tensors, missing {missing}, "
             f"unexpected {unexpected}")
+
+
+def load_pretrained_backbone(model: nn.Module, path: str, checkpoint_key: str = "teacher") -> str:
+    """Load a ViT from ``path`` (see ``backbone_state_dict`` and ``load_backbone_state``)."""
+    state = backbone_state_dict(load_checkpoint(path), checkpoint_key, path)
+    return load_backbone_state(model, state, path, checkpoint_key)

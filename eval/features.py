@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from croc_utils.checkpoint import CheckpointError, load_checkpoint, load_pretrained_backbone
+from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_backbone_state, load_checkpoint
 from croc_utils.parser import bool_flag
 from models import build_backbone
 
 __all__ = [
     "add_backbone_args",
-    "checkpoint_grid",
+    "state_grid",
     "bool_flag",
     "default_device",
     "extract_features",
@@ -56,13 +56,16 @@ def load_backbone(arch: str = "vit_small", patch_size: int = 16, pretrained_weig
 
     Raises CheckpointError (one line naming the file) for an unusable file.
     """
-    grid = checkpoint_grid(pretrained_weights, checkpoint_key) if pretrained_weights else None
-    # A backbone trained at another crop size (e.g. the 64-px synthetic demo) stores a smaller position embedding:
-    # build it at that size, DINO's interpolation then adapts it to any input.
+    state = None
+    if pretrained_weights:  # read the file once: its grid sets the model, then its weights fill it
+        state = backbone_state_dict(load_checkpoint(pretrained_weights), checkpoint_key, pretrained_weights)
+    grid = state_grid(state) if state is not None else None
+    # A file whose position embedding was made for another grid than 224 px: build the model for that grid,
+    # DINO's interpolation then adapts it to any input.
     kwargs = {"img_size": grid * patch_size} if grid else {}
     model = build_backbone(arch, patch_size=patch_size, **kwargs)
     if pretrained_weights:
-        msg = load_pretrained_backbone(model, pretrained_weights, checkpoint_key)
+        msg = load_backbone_state(model, state, pretrained_weights, checkpoint_key)
         if verbose:
             print(msg)
     elif verbose:
@@ -71,10 +74,8 @@ def load_backbone(arch: str = "vit_small", patch_size: int = 16, pretrained_weig
     return model.eval().to(device)
 
 
-def checkpoint_grid(path: str, checkpoint_key: str = "teacher") -> int | None:
-    """Side g of the g x g patch grid the file's ``pos_embed`` (1, 1+g*g, D) was trained for; None if absent."""
-    ckpt = load_checkpoint(path)
-    state = ckpt[checkpoint_key] if isinstance(ckpt.get(checkpoint_key), Mapping) else ckpt
+def state_grid(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Side g of the patch grid of a backbone state dict's ``pos_embed`` (1, 1+g*g, D); None if absent."""
     pos = next((v for k, v in state.items() if k.endswith("pos_embed") and isinstance(v, torch.Tensor)), None)
     if pos is None or pos.dim() != 3:
         return None

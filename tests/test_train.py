@@ -151,3 +151,10 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert len(open(os.path.join(out, "log.txt")).readlines()) == 1
     assert json.load(open(os.path.join(out, "args.json")))["world_size"] == 2
     assert time.time() - start < 300
+
+
+def test_local_crops_and_which_features_last_train(tmp_path):
+    out = run(tmp_path, "multicrop", "--epochs", "1", "--local_crops_number", "2", "--local_crops_size", "32",
+              "--which_features", "last")
+    line = json.loads(open(os.path.join(out, "log.txt")).readline())
+    assert line["train_d_loss"] == line["train_d_loss"] and line["train_s_loss"] == line["train_s_loss"]
