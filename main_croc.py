@@ -63,9 +63,6 @@ def build_network(args, drop_path_rate: float) -> CrOCNetwork:
 def train_croc(args):
     device = du.init_distributed_mode(args)
     du.fix_random_seeds(args.seed + args.rank)
-    use_amp = args.use_fp16 and device.type == "cuda"
-    if args.use_fp16 and not use_amp:
-        print(f"Notice: --use_fp16 is ignored on {device.type}; training in float32.")
 
     # ============ preparing data ... ============
     transform = CrOCAugmentation(args.global_crops_scale, args.global_crops_size, args.patch_size,
@@ -81,6 +78,9 @@ def train_croc(args):
         with open(os.path.join(args.output_dir, "args.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
     print(f"Data loaded: {len(dataset)} images, {len(data_loader)} iterations per epoch.")
+    use_amp = args.use_fp16 and device.type == "cuda"
+    if args.use_fp16 and not use_amp:
+        print(f"Notice: --use_fp16 is ignored on {device.type}; training in float32.")
 
     # ============ building student and teacher networks ... ============
     student = build_network(args, args.drop_path_rate).to(device)
