@@ -234,8 +234,8 @@ def croc_losses(batch, student, teacher, teacher_without_ddp, n_heads, croc_loss
         student_out = student(crops[2:], cluster_pool=lambda tokens: student_cluster_tokens(clusters, tokens, n_heads))
         dino_term, cluster_term = croc_loss(student_out.cls_logits, teacher_out.cls_logits, epoch,
                                             student_out.cluster_logits, teacher_c)
-        # The zero-weighted sum keeps last_layer_c in the graph when no cluster is valid (DDP needs every grad).
-        loss = dino_term + args.alpha_s * cluster_term + 0.0 * student_out.cluster_logits.sum()
+        # With no valid cluster the cluster term is 0 but stays attached to last_layer_c, so DDP sees every grad.
+        loss = dino_term + args.alpha_s * cluster_term
     return loss, dino_term, cluster_term, clusters
 
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+from croc_utils.distributed import is_dist
 from croc_utils.synthetic import SyntheticScenes
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def build_pretrain_loader(
     With `distributed`, torch.distributed must be initialised and each process gets a DistributedSampler shard
     (shuffle, seed, drop_last); otherwise a RandomSampler with a generator seeded per epoch.
     """
-    if distributed and not (dist.is_available() and dist.is_initialized()):
+    if distributed and not is_dist():
         raise ValueError("build_pretrain_loader: distributed=True but torch.distributed is not initialised")
     if distributed:
         base = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
@@ -252,7 +253,7 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
         except (tarfile.TarError, OSError) as err:
             raise ValueError(f"{flag}: cannot extract {archive} ({err})") from err
         open(marker, "w").close()
-    if dist.is_available() and dist.is_initialized():
+    if is_dist():
         dist.barrier()  # the other local processes wait for the extraction
     return os.path.join(untar_path, _archive_stem(archive))
 

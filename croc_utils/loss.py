@@ -19,10 +19,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from croc_utils.distributed import is_dist
+
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
     """Sum of ``t`` over all processes when a process group is up; ``t`` itself otherwise."""
-    if dist.is_available() and dist.is_initialized():
+    if is_dist():
         dist.all_reduce(t)
     return t
 
