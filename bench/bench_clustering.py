@@ -9,7 +9,6 @@ its own seeds, as in training.
 """
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -17,9 +16,7 @@ from functools import partial
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from croc_utils.clustering import cluster_views  # noqa: E402
+from croc_utils.clustering import cluster_views
 
 
 def get_args():

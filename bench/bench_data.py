@@ -26,10 +26,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from croc_utils.synthetic import render_scene  # noqa: E402
-from croc_utils.transforms import CrOCAugmentation, CropBox, sample_crop_box, view_positions  # noqa: E402
+from croc_utils.synthetic import render_scene
+from croc_utils.transforms import CrOCAugmentation, CropBox, sample_crop_box, view_positions
 
 
 class ReleasedGridAugmentation(CrOCAugmentation):

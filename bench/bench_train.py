@@ -10,9 +10,7 @@ student_forward (incl. the loss), student_backward, optimizer (clipping + step),
 
 import argparse
 import json
-import os
 import resource
-import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -22,14 +20,12 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from croc_utils.loss import CrOCLoss  # noqa: E402
-from croc_utils.optim import build_optimizer, ema_update, get_params_groups  # noqa: E402
-from croc_utils.parser import parse_args  # noqa: E402
-from croc_utils.synthetic import SyntheticScenes  # noqa: E402
-from croc_utils.transforms import CrOCAugmentation  # noqa: E402
-from main_croc import build_network, croc_losses, update_student  # noqa: E402
+from croc_utils.loss import CrOCLoss
+from croc_utils.optim import build_optimizer, ema_update, get_params_groups
+from croc_utils.parser import parse_args
+from croc_utils.synthetic import SyntheticScenes
+from croc_utils.transforms import CrOCAugmentation
+from main_croc import build_network, croc_losses, update_student
 
 
 class PhaseTimer:

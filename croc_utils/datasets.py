@@ -281,13 +281,14 @@ def _coco_files(args, with_unlabeled: bool) -> list[str]:
 def build_pretrain_dataset(args, transform) -> Dataset:
     """The `--dataset_type` training set, each item `transform(image)`; clear one-line errors for missing data.
 
-    Reads args.dataset_type, data_path, imagenet1k_path, coco_path, untar_path, synthetic_num_images and seed
-    (and synthetic_size, 224 when absent).
+    Reads args.dataset_type, data_path, imagenet1k_path, coco_path, untar_path, synthetic_num_images,
+    synthetic_size, synthetic_cache and seed.
     """
     kind = args.dataset_type
     if kind == "synthetic":
-        size = getattr(args, "synthetic_size", 224)
-        return SyntheticPretrainDataset(SyntheticScenes("train", args.synthetic_num_images, size, args.seed), transform)
+        scenes = SyntheticScenes("train", args.synthetic_num_images, args.synthetic_size, args.seed,
+                                 cache=args.synthetic_cache)
+        return SyntheticPretrainDataset(scenes, transform)
     if kind == "imagefolder":
         files = list_images(_root(args.data_path, "--data_path", args.untar_path), "--data_path")
     elif kind == "imagenet1k":

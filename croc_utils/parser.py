@@ -6,21 +6,7 @@ Spec: ``croc-algorithm.md`` sections 2-7. Flags added here (not in the release) 
 import argparse
 import sys
 
-
-def bool_flag(s: str) -> bool:
-    """Parse on/off, true/false, 1/0 (DINO's boolean flags)."""
-    if s.lower() in {"on", "true", "1"}:
-        return True
-    if s.lower() in {"off", "false", "0"}:
-        return False
-    raise argparse.ArgumentTypeError(f"invalid value for a boolean flag: {s!r} (use true/false)")
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of the full usage."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from croc_utils.cli import OneLineErrorParser, bool_flag
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -107,6 +93,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untar_path", default="", type=str, help="Where an archive given as a data path is extracted.")
     p.add_argument("--synthetic_num_images", default=1000, type=int,
                    help="[new] Number of training images of --dataset_type synthetic. Default: 1000.")
+    p.add_argument("--synthetic_size", default=224, type=int,
+                   help="[new] Side in pixels of the synthetic scenes (the crops are then taken from them). "
+                        "Default: 224.")
+    p.add_argument("--synthetic_cache", default=False, type=bool_flag,
+                   help="[new] Draw the synthetic scenes once, in parallel, and serve them from memory "
+                        "(num_images x size^2 x 4 bytes). Default: false (drawn on the fly).")
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
 
 

@@ -15,13 +15,11 @@ from torch import nn
 from tqdm import tqdm
 
 from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_backbone_state, load_checkpoint
-from croc_utils.parser import bool_flag
 from models import build_backbone
 
 __all__ = [
     "add_backbone_args",
     "state_grid",
-    "bool_flag",
     "default_device",
     "extract_features",
     "feature_cache_gb",

@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from croc_utils.checkpoint import save_checkpoint
+from croc_utils.cli import bool_flag
 from eval.features import (
     add_backbone_args,
-    bool_flag,
     extract_features,
     feature_cache_gb,
     load_backbone,

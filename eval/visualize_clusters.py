@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from croc_utils.cli import bool_flag
 from croc_utils.clustering import cluster_views
-from croc_utils.transforms import CrOCAugmentation
-from eval.features import add_backbone_args, bool_flag, load_backbone, run_cli
-from eval.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
+from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CrOCAugmentation
+from eval.features import add_backbone_args, load_backbone, run_cli
 
 CLUSTER_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                             [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],

@@ -1,15 +1,12 @@
 """Run by tests/test_train.py under torchrun: train, then save this rank's teacher to $CROC_TEST_DUMP."""
 
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from croc_utils.distributed import get_rank  # noqa: E402
-from croc_utils.parser import parse_args  # noqa: E402
-from main_croc import train_croc  # noqa: E402
+from croc_utils.distributed import get_rank
+from croc_utils.parser import parse_args
+from main_croc import train_croc
 
 if __name__ == "__main__":
     args = parse_args()

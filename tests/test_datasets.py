@@ -12,23 +12,17 @@ import torch.distributed as dist
 from PIL import Image
 
 from croc_utils.datasets import EpochSampler, build_pretrain_dataset, build_pretrain_loader, mix_seed
+from croc_utils.parser import get_args_parser
 from croc_utils.transforms import CrOCAugmentation
 
 TRANSFORM = CrOCAugmentation((0.25, 1.0), 32, 16)
 
 
 def make_args(**overrides) -> argparse.Namespace:
-    args = dict(
-        dataset_type="imagefolder",
-        data_path="",
-        imagenet1k_path="",
-        coco_path="",
-        untar_path="",
-        synthetic_num_images=6,
-        seed=0,
-    )
-    args.update(overrides)
-    return argparse.Namespace(**args)
+    """The parser's defaults (one home for them) with ``overrides``."""
+    args = get_args_parser().parse_args([])
+    vars(args).update(dict(dataset_type="imagefolder", coco_path="", synthetic_num_images=6), **overrides)
+    return args
 
 
 def write_images(folder, names, size=(40, 30)):

@@ -14,7 +14,7 @@ from croc_utils.synthetic import SYNTHETIC_CLASSES
 from eval import kmeans_segmentation, linear_segmentation, video_segmentation, visualize_clusters
 from eval.features import extract_features, load_backbone, patch_features, run_cli
 from models import vit_small, vit_tiny
-from tests.test_eval_datasets import make_davis
+from tests.trees import make_davis
 
 SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64", "--num_workers", "0",
              "--device", "cpu"]

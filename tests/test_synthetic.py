@@ -107,3 +107,12 @@ def test_figure_script_writes_image_and_mask(tmp_path):
     assert colourize_mask(np.array([[0, 7]], dtype=np.uint8)).tolist() == [
         [MASK_COLOURS[0].tolist(), MASK_COLOURS[7].tolist()]
     ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_serves_the_scenes_drawn_on_the_fly(workers):
+    cached = SyntheticScenes("train", 12, 48, seed=3, cache=True, workers=workers)
+    fresh = SyntheticScenes("train", 12, 48, seed=3)
+    for i in range(12):
+        assert np.array_equal(np.asarray(cached[i][0]), np.asarray(fresh[i][0]))
+        assert np.array_equal(cached[i][1], fresh[i][1])
