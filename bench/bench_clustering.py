@@ -16,7 +16,9 @@ from functools import partial
 
 import torch
 
-from croc_utils.clustering import cluster_views
+from croc_utils.clustering import ClusteringConfig, cluster_views
+
+CONFIG = ClusteringConfig()  # the released settings
 
 
 def get_args():
@@ -62,7 +64,7 @@ def time_ms(fn, repeats: int, device: torch.device) -> tuple[float, float]:
 
 
 def clustering_inputs(batch: int, device: torch.device, heads=6, patches=196, head_dim=64, dim=384):
-    keys = torch.randn(2 * batch * heads, 1 + patches, head_dim, device=device)
+    keys = torch.randn(2 * batch, heads, 1 + patches, head_dim, device=device)
     last_tokens = torch.randn(2 * batch, 1 + patches, dim, device=device)
     positions = torch.rand(batch, 2 * patches, 2, device=device) * 500
     return keys, last_tokens, positions
@@ -77,8 +79,8 @@ def main():
           f"{'mean k':>7} {'valid':>6}")
     for batch in args.batch_sizes:
         keys, last_tokens, positions = clustering_inputs(batch, device)
-        result = cluster_views(keys, last_tokens, positions, 6)
-        cluster = time_ms(partial(cluster_views, keys, last_tokens, positions, 6), args.repeats, device)
+        result = cluster_views(keys, last_tokens, positions, CONFIG)
+        cluster = time_ms(partial(cluster_views, keys, last_tokens, positions, CONFIG), args.repeats, device)
         teacher_times = (float("nan"), float("nan"))
         if teacher is not None:
             images = torch.randn(2 * batch, 3, 224, 224, device=device)
@@ -86,7 +88,7 @@ def main():
                 teacher_times = time_ms(partial(teacher, images), args.teacher_repeats, device)
         print(f"{batch:>4} {cluster[0]:>15.1f} {cluster[1]:>8.1f} {teacher_times[0]:>15.1f} {teacher_times[1]:>8.1f} "
               f"{cluster[0] / teacher_times[0]:>7.4f} {result.n_clusters.float().mean():>7.2f} "
-              f"{result.valid.float().mean():>6.2f}")
+              f"{result.valid.float().sum() / (result.n_clusters.sum()):>6.2f}")
 
 
 if __name__ == "__main__":

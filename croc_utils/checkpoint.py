@@ -1,4 +1,4 @@
-"""Checkpoints in the released layout: atomic saves, safe loads (spec ``croc-algorithm.md`` section 8).
+"""Checkpoints in the released layout: atomic saves, safe loads (docs/algorithm.md section 8).
 
 Layout of a full checkpoint: ``student`` (keys prefixed ``module.``), ``teacher`` (no prefix), ``optimizer``,
 ``epoch``, ``args`` (argparse.Namespace), ``croc_loss`` (``center``, ``center_c``) and ``fp16_scaler`` when mixed
@@ -118,6 +118,9 @@ def load_network_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                               f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
 
 
+OPTIONAL_ENTRIES = ("fp16_scaler",)  # a run resumed in fp16 from a fp32/bf16 checkpoint starts a fresh scaler
+
+
 def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **objects) -> bool:
     """Restore ``objects`` (by checkpoint key) and ``run_variables`` from ``path``, DINO style.
 
@@ -128,7 +131,7 @@ def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **o
         return False
     ckpt = load_checkpoint(path)
     for key, obj in objects.items():
-        if obj is None:
+        if obj is None or (key in OPTIONAL_ENTRIES and key not in ckpt):
             continue
         if key not in ckpt:
             raise CheckpointError(f"{path}: has no '{key}' entry (keys: {sorted(ckpt)})")

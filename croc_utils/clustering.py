@@ -1,4 +1,4 @@
-"""Cross-view online clustering of the teacher's tokens (spec ``croc-algorithm.md`` section 3).
+"""Cross-view online clustering of the teacher's tokens (docs/algorithm.md section 3).
 
 Every (image, head) pair is one clustering problem over the 2N patch tokens of BOTH views, so a batch of B images
 seen by H heads holds b' = B*H problems. Layout conventions used throughout:
@@ -10,17 +10,23 @@ seen by H heads holds b' = B*H problems. Layout conventions used throughout:
 
 The training step uses the two entry points like this::
 
+    cfg = ClusteringConfig.from_args(args)                              # the 8 --flags, checked once
     with torch.no_grad():
         t_out = teacher_backbone(torch.cat([v1, v2]))                   # keys (2B, H, 1+N, d)
-    res = cluster_views(t_out.keys.flatten(0, 1), t_out.tokens, patch_positions, H)
+    res = cluster_views(t_out.keys, t_out.tokens, patch_positions, cfg)
     s_out = student_backbone(torch.cat([v1, v2]))
-    s_c1, s_c2 = student_cluster_tokens(res, s_out.tokens, H)           # (V, D) each, with gradient
-    t_c1, t_c2 = res.teacher_tokens                                      # (V, D) each, no gradient
+    s_tokens = student_cluster_tokens(res, s_out.tokens)                # (2, M, D), with gradient
+    t_tokens = res.teacher_tokens                                       # (2, M, D), no gradient
+    # M = B*H*n_centroids_max cluster slots; res.valid (M,) marks the real clusters, the others are 0
+
+Every output has a fixed shape (no host synchronisation): a problem whose chosen k is below n_centroids_max has
+empty columns, and the clusters that are not valid (step 10) are kept as zero rows with ``valid`` False, so the loss
+averages over the valid rows only (``croc_utils.loss``).
 
 The small functions below are pure tensor-in / tensor-out steps of the algorithm; each cites its spec step.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -30,25 +36,70 @@ _TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass(frozen=True)
-class ClusteringResult:
-    """What ``cluster_views`` returns.
+class ClusteringConfig:
+    """The clustering's eight settings, with the released defaults (docs/algorithm.md section 3).
 
-    assignments: (2, b', N, kmax) hard-masked, per-view column-normalised plan of the chosen k (step 9); problems
-        whose k is below kmax (the largest chosen k of the batch) have empty trailing columns.
-    valid: (b'*kmax,) bool, cluster p*kmax + j has at least one token in both views (step 10).
-    teacher_tokens: (view 1 (V, D), view 2 (V, D)) valid teacher cluster tokens, rescaled to the mean CLS norm;
-        row v of both tensors is the same cluster (valid clusters in (problem, column) order).
+    The one home of these defaults and bounds: the parser takes its defaults from here and ``from_args`` builds
+    the config the training step, the benchmarks and the visualiser use.
+    """
+
+    n_tokens: int = 5
+    n_centroids_max: int = 4
+    sinkhorn_lambda: float = 20.0
+    sinkhorn_iterations: int = 5
+    pos_alpha: float = 4.0
+    uniform_marginals: bool = False
+    marginals_temp_r: float = 2.0
+    marginals_temp_c: float = 2.0
+
+    def __post_init__(self):
+        if self.n_tokens < 2:
+            raise ValueError(f"--n_tokens must be at least 2, got {self.n_tokens}")
+        if not 2 <= self.n_centroids_max <= self.n_tokens:
+            raise ValueError(f"--n_centroids_max must be in [2, --n_tokens={self.n_tokens}], got "
+                             f"{self.n_centroids_max}")
+        if self.sinkhorn_iterations < 1:
+            raise ValueError(f"--sinkhorn_iterations must be at least 1, got {self.sinkhorn_iterations}")
+        for name in ("sinkhorn_lambda", "marginals_temp_r", "marginals_temp_c"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if not self.pos_alpha >= 0:
+            raise ValueError(f"--pos_alpha must be >= 0, got {self.pos_alpha}")
+
+    @classmethod
+    def from_args(cls, args) -> "ClusteringConfig":
+        """The config of a run's arguments (an argparse.Namespace, e.g. a checkpoint's ``args``); a setting the
+        namespace lacks (an older run) keeps its released default."""
+        return cls(**{f.name: getattr(args, f.name, f.default) for f in fields(cls)})
+
+    def check_patches(self, n_patches: int) -> None:
+        """Refuse more seeds than the 2N patch tokens of the two views (N = ``n_patches``)."""
+        if self.n_tokens > 2 * n_patches:
+            raise ValueError(f"--n_tokens {self.n_tokens} exceeds the {2 * n_patches} patch tokens of the two views")
+
+
+@dataclass(frozen=True)
+class ClusteringResult:
+    """What ``cluster_views`` returns; K = n_centroids_max, b' = B*H problems, M = b'*K cluster slots.
+
+    assignments: (2, b', N, K) hard-masked, per-view column-normalised plan of the chosen k (step 9); columns
+        k..K-1 of a problem whose chosen k is below K are empty.
+    valid: (M,) bool, slot p*K + j holds a cluster with at least one token in both views (step 10).
+    teacher_tokens: (2, M, D) teacher cluster tokens of view 1 and view 2, L2-normalised and rescaled to the mean
+        CLS norm where valid, zero elsewhere; row m of both views is the same cluster.
     n_clusters: (b',) long, the chosen k of every problem (step 8).
-    seeds: (b', K) long, the seed token indices used (step 4).
-    costs: (b', K-1) float, the transport cost of every k = K, K-1, ..., 2 (step 7d).
+    seeds: (b', K_seeds) long, the seed token indices used (step 4).
+    costs: (b', K_seeds-1) float, the transport cost of every k = K_seeds, ..., 2 (step 7d).
+    n_heads: H, so that the student's tokens are pooled per head the same way.
     """
 
     assignments: Tensor
     valid: Tensor
-    teacher_tokens: tuple[Tensor, Tensor]
+    teacher_tokens: Tensor
     n_clusters: Tensor
     seeds: Tensor
     costs: Tensor
+    n_heads: int
 
 
 def split_keys(keys: Tensor, n_problems: int) -> tuple[Tensor, Tensor]:
@@ -92,11 +143,15 @@ def token_marginals(scores: Tensor, temp_r: float = 2.0, uniform: bool = False) 
 def sample_seeds(marginals: Tensor, n_tokens: int, generator: torch.Generator | None = None) -> Tensor:
     """Draw K distinct seed tokens per problem from the token marginal (step 4).
 
+    Non-finite marginals (a diverged teacher) are drawn from as if uniform, so that the step reaches its
+    finiteness check instead of failing inside ``multinomial``; finite marginals are used as they are.
+
     Args:
         marginals: (b', 2N) token marginal a.
     Returns:
         (b', K) long indices in [0, 2N).
     """
+    marginals = torch.where(torch.isfinite(marginals), marginals, torch.ones_like(marginals))
     return torch.multinomial(marginals, n_tokens, replacement=False, generator=generator)
 
 
@@ -314,92 +369,81 @@ def cluster_validity(assignments: Tensor) -> Tensor:
     return (assignments.sum(dim=2) > 0).all(dim=0).flatten()
 
 
-def rescale_valid(pooled: Tensor, valid: Tensor, cls_norm: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep the valid clusters, L2-normalise them and scale them to the mean CLS norm (steps 10-11).
+def rescale_clusters(pooled: Tensor, valid: Tensor, cls_norm: Tensor) -> Tensor:
+    """L2-normalise the valid clusters and scale them to the mean CLS norm; invalid slots become 0 (steps 10-11).
 
     Args:
-        pooled: (2, b', k, D); valid: (b'*k,) bool; cls_norm: () scalar tensor.
+        pooled: (2, b', K, D); valid: (b'*K,) bool; cls_norm: () scalar tensor.
     Returns:
-        view 1 (V, D), view 2 (V, D).
+        (2, b'*K, D).
     """
-    tokens = F.normalize(pooled.flatten(1, 2)[:, valid], dim=-1) * cls_norm  # (2, V, D)
-    return tokens[0], tokens[1]
+    return F.normalize(pooled.flatten(1, 2), dim=-1) * (cls_norm * valid)[None, :, None]
 
 
-def _check_inputs(keys: Tensor, last_tokens: Tensor, patch_positions: Tensor, n_heads: int, n_tokens: int,
-                  n_centroids_max: int, sinkhorn_iterations: int, seeds: Tensor | None) -> tuple[int, int]:
-    """Validate the shapes of ``cluster_views``'s inputs; return (B, N)."""
+def _check_inputs(keys: Tensor, last_tokens: Tensor, patch_positions: Tensor, cfg: ClusteringConfig,
+                  seeds: Tensor | None) -> tuple[int, int, int]:
+    """Validate the shapes of ``cluster_views``'s inputs; return (B, H, N)."""
     if last_tokens.dim() != 3 or last_tokens.shape[0] % 2:
         raise ValueError(f"last_tokens must be (2B, 1+N, D), got {tuple(last_tokens.shape)}")
     batch, n_patches = last_tokens.shape[0] // 2, last_tokens.shape[1] - 1
-    if n_heads < 1 or keys.dim() != 3 or tuple(keys.shape[:2]) != (2 * batch * n_heads, 1 + n_patches):
-        raise ValueError(f"keys must be (2*B*H, 1+N, d) = ({2 * batch * n_heads}, {1 + n_patches}, d) for "
-                         f"n_heads={n_heads}, got {tuple(keys.shape)}")
+    if keys.dim() != 4 or keys.shape[0] != 2 * batch or keys.shape[2] != 1 + n_patches:
+        raise ValueError(f"keys must be (2B, H, 1+N, d) = ({2 * batch}, H, {1 + n_patches}, d), "
+                         f"got {tuple(keys.shape)}")
+    n_heads = keys.shape[1]
     if tuple(patch_positions.shape) != (batch, 2 * n_patches, 2):
         raise ValueError(f"patch_positions must be (B, 2N, 2) = ({batch}, {2 * n_patches}, 2), "
                          f"got {tuple(patch_positions.shape)}")
-    if sinkhorn_iterations < 1:
-        raise ValueError(f"sinkhorn_iterations must be >= 1, got {sinkhorn_iterations}")
-    if not 2 <= n_centroids_max <= n_tokens <= 2 * n_patches:
-        raise ValueError(f"need 2 <= n_centroids_max ({n_centroids_max}) <= n_tokens ({n_tokens}) <= 2N "
-                         f"({2 * n_patches})")
+    cfg.check_patches(n_patches)
     if seeds is not None:
-        if tuple(seeds.shape) != (batch * n_heads, n_tokens) or seeds.is_floating_point():
-            raise ValueError(f"seeds must be integer (B*H, n_tokens) = ({batch * n_heads}, {n_tokens}), "
+        if tuple(seeds.shape) != (batch * n_heads, cfg.n_tokens) or seeds.is_floating_point():
+            raise ValueError(f"seeds must be integer (B*H, n_tokens) = ({batch * n_heads}, {cfg.n_tokens}), "
                              f"got {seeds.dtype} {tuple(seeds.shape)}")
         if seeds.numel() and (seeds.min() < 0 or seeds.max() >= 2 * n_patches):  # host sync, seeds given only
             raise ValueError(f"seeds must lie in [0, 2N) = [0, {2 * n_patches})")
-    return batch, n_patches
+    return batch, n_heads, n_patches
 
 
-def cluster_views(keys: Tensor, last_tokens: Tensor, patch_positions: Tensor, n_heads: int, *, n_tokens: int = 5,
-                  n_centroids_max: int = 4, sinkhorn_lambda: float = 20.0, sinkhorn_iterations: int = 5,
-                  pos_alpha: float = 4.0, uniform_marginals: bool = False, marginals_temp_r: float = 2.0,
-                  marginals_temp_c: float = 2.0, seeds: Tensor | None = None,
-                  generator: torch.Generator | None = None) -> ClusteringResult:
-    """Cluster the teacher's tokens of both views jointly and pool the teacher cluster tokens (section 3).
+def cluster_views(keys: Tensor, last_tokens: Tensor, patch_positions: Tensor, cfg: ClusteringConfig, *,
+                  seeds: Tensor | None = None, generator: torch.Generator | None = None) -> ClusteringResult:
+    """Cluster the teacher's tokens of both views jointly and pool the teacher cluster tokens (docs/algorithm.md
+    section 3).
 
-    Runs without gradient in float32 whatever the autocast state. Host syncs: one for kmax (the output width
-    depends on the chosen k's) and one for selecting the valid clusters (their number sets the output shape).
+    Runs without gradient in float32 whatever the autocast state, with fixed output shapes: no host sync.
 
     Args:
-        keys: (2*B*H, 1+N, d) last-block keys ordered view, image, head (``t_out.keys.flatten(0, 1)``).
-        last_tokens: (2B, 1+N, D) all teacher tokens after the final norm, CLS first, view-1 images first.
+        keys: (2B, H, 1+N, d) last-block per-head keys of the batch [view-1 images..., view-2 images...].
+        last_tokens: (2B, 1+N, D) all teacher tokens after the final norm, CLS first, same image order.
         patch_positions: (B, 2N, 2) patch centres (x, y) in original-image pixels, view 1's N then view 2's.
-        n_heads: H.
-        n_tokens .. marginals_temp_c: the ``--`` flags of the same names.
+        cfg: the clustering settings.
         seeds: optional (B*H, n_tokens) seed token indices in [0, 2N) to use instead of sampling.
         generator: optional ``torch.Generator`` (on the inputs' device) for the seed sampling.
     Returns:
         ClusteringResult (see its docstring).
     """
-    batch, n_patches = _check_inputs(keys, last_tokens, patch_positions, n_heads, n_tokens, n_centroids_max,
-                                     sinkhorn_iterations, seeds)
+    batch, n_heads, n_patches = _check_inputs(keys, last_tokens, patch_positions, cfg, seeds)
     n_problems = batch * n_heads
     with torch.no_grad(), torch.autocast(keys.device.type, enabled=False):
-        keys, last_tokens, positions = keys.float(), last_tokens.float(), patch_positions.float()
+        keys, last_tokens, positions = keys.float().flatten(0, 1), last_tokens.float(), patch_positions.float()
         cls_keys, patch_keys = split_keys(keys, n_problems)
         scores = token_scores(cls_keys, patch_keys)
-        row_marginals = token_marginals(scores, marginals_temp_r, uniform_marginals)
-        seeds = sample_seeds(row_marginals, n_tokens, generator) if seeds is None else seeds.long()
-        col_marginals = seed_marginals(scores, seeds, marginals_temp_c, uniform_marginals)
+        row_marginals = token_marginals(scores, cfg.marginals_temp_r, cfg.uniform_marginals)
+        seeds = sample_seeds(row_marginals, cfg.n_tokens, generator) if seeds is None else seeds.long()
+        col_marginals = seed_marginals(scores, seeds, cfg.marginals_temp_c, cfg.uniform_marginals)
         positions = positions.repeat_interleave(n_heads, dim=0)  # (b', 2N, 2), shared by the heads
         costs, plans = online_clustering(patch_keys, positions, row_marginals, col_marginals, seeds,
-                                         n_centroids_max=n_centroids_max, sinkhorn_lambda=sinkhorn_lambda,
-                                         sinkhorn_iterations=sinkhorn_iterations, pos_alpha=pos_alpha)
-        step, n_clusters = select_k(costs, n_centroids_max)
-        kmax = int(n_clusters.max())  # host sync: the padded width is the largest chosen k
-        plan = plans[step, torch.arange(n_problems, device=step.device), :, :kmax]  # (b', 2N, kmax)
-        assignments = hard_assign(plan).unflatten(1, (2, n_patches)).transpose(0, 1)  # (2, b', N, kmax)
+                                         n_centroids_max=cfg.n_centroids_max, sinkhorn_lambda=cfg.sinkhorn_lambda,
+                                         sinkhorn_iterations=cfg.sinkhorn_iterations, pos_alpha=cfg.pos_alpha)
+        step, n_clusters = select_k(costs, cfg.n_centroids_max)
+        plan = plans[step, torch.arange(n_problems, device=step.device)]  # (b', 2N, K)
+        assignments = hard_assign(plan).unflatten(1, (2, n_patches)).transpose(0, 1)  # (2, b', N, K)
         valid = cluster_validity(assignments)
         pooled = pool_clusters(assignments, last_tokens[:, 1:].unflatten(0, (2, batch)), n_heads)
         cls_norm = last_tokens[:, 0].norm(dim=-1).mean()
-        teacher_tokens = rescale_valid(pooled, valid, cls_norm)  # host sync: boolean selection
-    return ClusteringResult(assignments, valid, teacher_tokens, n_clusters, seeds, costs)
+        teacher_tokens = rescale_clusters(pooled, valid, cls_norm)
+    return ClusteringResult(assignments, valid, teacher_tokens, n_clusters, seeds, costs, n_heads)
 
 
-def student_cluster_tokens(result: ClusteringResult, student_last_tokens: Tensor,
-                           n_heads: int) -> tuple[Tensor, Tensor]:
+def student_cluster_tokens(result: ClusteringResult, student_last_tokens: Tensor) -> Tensor:
     """Pool the student's patch outputs with the TEACHER's masked plan (step 11); gradients reach the student.
 
     The rescaling norm is the mean L2 norm of the student's CLS outputs (not detached, as in the released code).
@@ -408,16 +452,15 @@ def student_cluster_tokens(result: ClusteringResult, student_last_tokens: Tensor
         result: the teacher's ``ClusteringResult``.
         student_last_tokens: (2B, 1+N, D) student tokens after the final norm for the two global views (view-1
             images first), CLS first.
-        n_heads: H, as given to ``cluster_views``.
     Returns:
-        view 1 (V, D), view 2 (V, D), rows matching ``result.teacher_tokens``.
+        (2, M, D), rows matching ``result.teacher_tokens`` (zero where not valid).
     """
     _, n_problems, n_patches, _ = result.assignments.shape
-    expected = (2 * n_problems // n_heads, 1 + n_patches)
-    if student_last_tokens.dim() != 3 or n_problems % n_heads or tuple(student_last_tokens.shape[:2]) != expected:
-        raise ValueError(f"student_last_tokens must be (2B, 1+N, D) = {expected + ('D',)} for n_heads={n_heads}, "
+    expected = (2 * n_problems // result.n_heads, 1 + n_patches)
+    if student_last_tokens.dim() != 3 or tuple(student_last_tokens.shape[:2]) != expected:
+        raise ValueError(f"student_last_tokens must be (2B, 1+N, D) = {expected + ('D',)}, "
                          f"got {tuple(student_last_tokens.shape)}")
     patch_tokens = student_last_tokens[:, 1:].unflatten(0, (2, -1))  # (2, B, N, D)
-    pooled = pool_clusters(result.assignments.to(patch_tokens.dtype), patch_tokens, n_heads)
+    pooled = pool_clusters(result.assignments.to(patch_tokens.dtype), patch_tokens, result.n_heads)
     cls_norm = student_last_tokens[:, 0].norm(dim=-1).mean()
-    return rescale_valid(pooled, result.valid, cls_norm)
+    return rescale_clusters(pooled, result.valid, cls_norm)

@@ -1,4 +1,4 @@
-"""Pretraining datasets (spec section 6) and their loader.
+"""Pretraining datasets (docs/algorithm.md section 6) and their loader.
 
 `build_pretrain_dataset(args, transform)` reads `args.dataset_type` and one of `--data_path` (imagefolder),
 `--imagenet1k_path` (its ILSVRC2012_img_train), `--coco_path` (images/train2017; coco+ adds unlabeled2017) or
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from croc_utils.distributed import is_dist
+from croc_utils.distributed import is_dist, local_rank
 from croc_utils.synthetic import SyntheticScenes
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,15 @@ class EpochSampler(Sampler):
 
 
 def build_pretrain_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, seed: int, distributed: bool
+    dataset: Dataset, batch_size: int, num_workers: int, seed: int, *, distributed: bool, pin_memory: bool = False,
+    prefetch_factor: int = 2,
 ) -> tuple[DataLoader, EpochSampler]:
     """Shuffling loader with drop_last; returns (loader, sampler) and the training loop calls `sampler.set_epoch(e)`.
 
     With `distributed`, torch.distributed must be initialised and each process gets a DistributedSampler shard
-    (shuffle, seed, drop_last); otherwise a RandomSampler with a generator seeded per epoch.
+    (shuffle, seed, drop_last); otherwise a RandomSampler with a generator seeded per epoch. Workers persist across
+    epochs and keep `prefetch_factor` batches ready each; `pin_memory` (set it when training on CUDA) lets the
+    copies to the device run asynchronously.
     """
     if distributed and not is_dist():
         raise ValueError("build_pretrain_loader: distributed=True but torch.distributed is not initialised")
@@ -102,9 +105,10 @@ def build_pretrain_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
@@ -223,10 +227,6 @@ def _archive_stem(path: str) -> str:
     return name[: -len(next(ext for ext in ARCHIVE_EXTENSIONS if name.endswith(ext)))]
 
 
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
-
-
 def untar(archive: str, untar_path: str, flag: str) -> str:
     """Extract `archive` into `untar_path` once per node; return `untar_path`/<archive name without extension>.
 
@@ -242,9 +242,9 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
     if not os.path.isfile(archive):
         raise FileNotFoundError(f"{flag}: {archive} does not exist")
     marker = os.path.join(untar_path, f".{os.path.basename(archive)}.extracted")
-    if _local_rank() == 0 and not os.path.exists(marker):
+    if local_rank() == 0 and not os.path.exists(marker):
         os.makedirs(untar_path, exist_ok=True)
-        logger.info("extracting %s to %s", archive, untar_path)
+        print(f"extracting {archive} to {untar_path}")
         try:
             with tarfile.open(archive) as tar:
                 # The "data" filter refuses absolute paths, links out of the folder and devices (Python >= 3.10.12).
@@ -298,5 +298,4 @@ def build_pretrain_dataset(args, transform) -> Dataset:
         files = _coco_files(args, with_unlabeled=kind == "coco+")
     else:
         raise ValueError(f"--dataset_type: unknown {kind!r} (expected one of {', '.join(DATASET_TYPES)})")
-    logger.info("%s: %d images", kind, len(files))
     return ImageFilesDataset(files, transform)

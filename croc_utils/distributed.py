@@ -1,6 +1,6 @@
 """One place for process-group set-up: no launcher, torch.distributed.launch, torchrun, or SLURM.
 
-Spec ``croc-algorithm.md`` section 7. nccl on CUDA, gloo on CPU; every collective elsewhere is guarded with
+docs/algorithm.md section 7. nccl on CUDA, gloo on CPU; every collective elsewhere is guarded with
 ``is_dist()`` so a single process without a launcher just works.
 """
 
@@ -31,8 +31,11 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def _launch_env(local_rank_flag: int) -> Optional[tuple]:
-    """(rank, world_size, local_rank) from torchrun / launch or SLURM variables, None for a plain process."""
+def launch_env(local_rank_flag: int = 0) -> Optional[tuple]:
+    """(rank, world_size, local_rank) from torchrun / launch or SLURM variables, None for a plain process.
+
+    ``local_rank_flag`` is the ``--local_rank`` the old launcher passes when it does not set LOCAL_RANK.
+    """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         local = int(os.environ.get("LOCAL_RANK", local_rank_flag))
         return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local
@@ -54,7 +57,7 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 def init_distributed_mode(args) -> torch.device:
     """Set ``args.rank``, ``args.world_size``, ``args.gpu``, ``args.distributed``; start the process group when
     launched by torchrun / launch / SLURM; return the device this process computes on."""
-    env = _launch_env(args.local_rank)
+    env = launch_env(args.local_rank)
     rank, world_size, local_rank = env if env else (0, 1, 0)
     device = resolve_device(args.device, local_rank)
     args.rank, args.world_size, args.gpu, args.distributed = rank, world_size, local_rank, world_size > 1
@@ -91,22 +94,25 @@ def fix_random_seeds(seed: int) -> None:
     random.seed(seed)
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of ``t`` over processes (identity without a process group)."""
+def local_rank() -> int:
+    """This process's rank on its node (0 for a plain process)."""
+    env = launch_env()
+    return env[2] if env else 0
+
+
+def step_status(healthy: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
+    """(every process healthy, any process asked to stop): the training step's one host sync.
+
+    Args:
+        healthy: 0-d bool tensor on the training device (loss and teacher output finite on this process).
+        stop_requested: this process received SIGTERM.
+    Reduced over all processes in one collective, so every rank stops or fails together.
+    """
+    flags = torch.stack([~healthy, healthy.new_tensor(stop_requested)]).float()
     if is_dist():
-        t = t.clone()
-        dist.all_reduce(t)
-        t /= get_world_size()
-    return t
-
-
-def any_process(flag: bool, device: torch.device) -> bool:
-    """True when ``flag`` is true on any process (used to stop all ranks together on SIGTERM)."""
-    if not is_dist():
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    unhealthy, stop = flags.tolist()
+    return not unhealthy, bool(stop)
 
 
 def cleanup() -> None:

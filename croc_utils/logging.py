@@ -11,8 +11,11 @@ CONSOLE_KEYS = ("loss", "d_loss", "s_loss", "mean_k", "lr")
 
 
 class MetricLogger:
-    """Running sums of per-iteration scalars (floats or 0-d tensors, kept on their device until a log line is due,
-    so that logging adds no host sync per iteration) and throughput."""
+    """Running sums of per-iteration scalars and throughput.
+
+    Scalars may be floats or 0-d tensors; tensors stay on their device until a log line is due, so logging adds
+    one host sync per ``log_freq`` iterations (when it prints), none in the other iterations.
+    """
 
     def __init__(self, header: str, log_freq: int, total: int, start: int = 0):
         self.header, self.log_freq, self.total = header, log_freq, total

@@ -1,10 +1,10 @@
-"""The CrOC loss: DINO's CLS term plus the cross-view cluster term (spec ``croc-algorithm.md`` section 4).
+"""The CrOC loss: DINO's CLS term plus the cross-view cluster term (docs/algorithm.md section 4).
 
 The training step calls it as::
 
     dino_term, cluster_term = croc_loss(student_cls_logits, teacher_cls_logits, epoch,
-                                        torch.cat([student_c1_logits, student_c2_logits]),
-                                        torch.cat([teacher_c1_logits, teacher_c2_logits]))
+                                        student_cluster_logits, teacher_cluster_logits, valid)
+    # cluster logits (2M, out_dim_c): M view-1 slots then the same M slots in view 2; valid (M,) bool
     loss = dino_term + alpha_s * cluster_term
     logs = croc_loss.diagnostics()  # ent, kl, ent_c, kl_c of that step, over all processes
 
@@ -72,26 +72,29 @@ class CrOCLoss(nn.Module):
         self._diagnostics = None
 
     def forward(self, student_cls: Tensor, teacher_cls: Tensor, epoch: int, student_clusters: Tensor,
-                teacher_clusters: Tensor) -> tuple[Tensor, Tensor]:
+                teacher_clusters: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Both loss terms; then the centres move and the diagnostics are recorded.
 
         Args:
             student_cls: (ncrops*B, out_dim) student CLS logits, global views first.
             teacher_cls: (2B, out_dim) teacher CLS logits, view 1 then view 2.
             epoch: current epoch (selects the teacher temperatures).
-            student_clusters: (2V, out_dim_c) student cluster logits, view-1 rows then view-2 rows.
-            teacher_clusters: (2V, out_dim_c) teacher cluster logits, same order.
+            student_clusters: (2M, out_dim_c) student cluster logits, view-1 rows then view-2 rows.
+            teacher_clusters: (2M, out_dim_c) teacher cluster logits, same order.
+            valid: (M,) bool, the slots that hold a cluster (the others count nowhere); None: all M.
         Returns:
-            (dino_term, cluster_term), scalars; cluster_term is 0 when there is no valid cluster (V = 0).
+            (dino_term, cluster_term), scalars; cluster_term is 0 when no cluster is valid.
         """
         self._check_inputs(student_cls, teacher_cls, epoch, student_clusters, teacher_clusters)
+        n_slots = student_clusters.shape[0] // 2
+        weights = (torch.ones(n_slots, device=student_clusters.device) if valid is None else valid.float()).repeat(2)
         teacher_logp, teacher_logp_c = self._teacher_log_probs(teacher_cls, teacher_clusters, epoch)
         student_logp = F.log_softmax(student_cls.float() / self.student_temp, dim=-1)
         student_logp_c = F.log_softmax(student_clusters.float() / self.student_temp_c, dim=-1)
         dino_term = self._dino_term(student_logp, teacher_logp.exp())
-        cluster_term = self._cluster_term(student_logp_c, teacher_logp_c.exp())
-        sums = self._diagnostic_sums(teacher_logp, teacher_logp_c, dino_term.detach(), cluster_term.detach())
-        self._diagnostics = self.update_center(teacher_cls, teacher_clusters, sums)
+        cluster_term = self._cluster_term(student_logp_c, teacher_logp_c.exp(), weights)
+        sums = self._diagnostic_sums(teacher_logp, teacher_logp_c, weights, dino_term.detach(), cluster_term.detach())
+        self._diagnostics = self.update_center(teacher_cls, teacher_clusters, weights, sums)
         return dino_term, cluster_term
 
     def _check_inputs(self, student_cls: Tensor, teacher_cls: Tensor, epoch: int, student_clusters: Tensor,
@@ -105,14 +108,14 @@ class CrOCLoss(nn.Module):
                              f"B={teacher_cls.shape[0] // 2}, got {tuple(student_cls.shape)}")
         if (teacher_clusters.dim() != 2 or teacher_clusters.shape[0] % 2 or teacher_clusters.shape[1] != out_dim_c
                 or student_clusters.shape != teacher_clusters.shape):
-            raise ValueError(f"student_clusters and teacher_clusters must both be (2V, {out_dim_c}), got "
+            raise ValueError(f"student_clusters and teacher_clusters must both be (2M, {out_dim_c}), got "
                              f"{tuple(student_clusters.shape)} and {tuple(teacher_clusters.shape)}")
         if not 0 <= epoch < len(self.teacher_temp_schedule):
             raise ValueError(f"epoch {epoch} outside the temperature schedule [0, {len(self.teacher_temp_schedule)})")
 
     @torch.no_grad()
     def _teacher_log_probs(self, teacher_cls: Tensor, teacher_clusters: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        """Centred and sharpened teacher log-probabilities, (2B, out_dim) and (2V, out_dim_c)."""
+        """Centred and sharpened teacher log-probabilities, (2B, out_dim) and (2M, out_dim_c)."""
         temp, temp_c = self.teacher_temp_schedule[epoch], self.teacher_temp_schedule_c[epoch]
         return (F.log_softmax((teacher_cls.float() - self.center) / temp, dim=-1),
                 F.log_softmax((teacher_clusters.float() - self.center_c) / temp_c, dim=-1))
@@ -131,27 +134,31 @@ class CrOCLoss(nn.Module):
         return -(teacher * others).sum() / (n_pairs * teacher.shape[1])
 
     @staticmethod
-    def _cluster_term(student_logp_c: Tensor, teacher_probs_c: Tensor) -> Tensor:
-        """(CE(teacher view 1, student view 2) + CE(teacher view 2, student view 1)) / 2, each a mean over clusters.
+    def _cluster_term(student_logp_c: Tensor, teacher_probs_c: Tensor, weights: Tensor) -> Tensor:
+        """(CE(teacher view 1, student view 2) + CE(teacher view 2, student view 1)) / 2, each a mean over the
+        valid clusters.
 
         Args:
-            student_logp_c, teacher_probs_c: (2V, C). Returns 0 (still attached to the student graph) when V = 0.
+            student_logp_c, teacher_probs_c: (2M, C); weights: (2M,) 1 for a valid slot, 0 otherwise.
+        Returns 0 (still attached to the student graph) when no slot is valid.
         """
-        student = student_logp_c.unflatten(0, (2, -1))  # (2, V, C)
+        student = student_logp_c.unflatten(0, (2, -1))  # (2, M, C)
         teacher = teacher_probs_c.unflatten(0, (2, -1))
-        return -(teacher * student.flip(0)).sum() / max(student_logp_c.shape[0], 1)
+        per_row = -(teacher * student.flip(0)).sum(dim=-1).flatten()  # (2M,) CE of every (teacher row, student row)
+        return (weights * per_row).sum() / weights.sum().clamp_min(1)
 
     @torch.no_grad()
-    def _diagnostic_sums(self, teacher_logp: Tensor, teacher_logp_c: Tensor, dino_term: Tensor,
+    def _diagnostic_sums(self, teacher_logp: Tensor, teacher_logp_c: Tensor, weights: Tensor, dino_term: Tensor,
                          cluster_term: Tensor) -> Tensor:
         """Per-process sums behind the diagnostics: (4,) = [sum H(teacher), n teacher rows x dino term,
-        sum H(teacher cluster), n cluster rows x cluster term]."""
-        n_rows, n_rows_c = teacher_logp.shape[0], teacher_logp_c.shape[0]
-        return torch.stack([_entropy(teacher_logp).sum(), n_rows * dino_term, _entropy(teacher_logp_c).sum(),
-                            n_rows_c * cluster_term])
+        sum H(teacher cluster) over valid rows, n valid cluster rows x cluster term]."""
+        n_rows, n_rows_c = teacher_logp.shape[0], weights.sum()
+        return torch.stack([_entropy(teacher_logp).sum(), n_rows * dino_term,
+                            (weights * _entropy(teacher_logp_c)).sum(), n_rows_c * cluster_term])
 
     @torch.no_grad()
-    def update_center(self, teacher_cls: Tensor, teacher_clusters: Tensor, extra: Tensor | None = None) -> Tensor:
+    def update_center(self, teacher_cls: Tensor, teacher_clusters: Tensor, weights: Tensor | None = None,
+                      extra: Tensor | None = None) -> Tensor:
         """EMA of both centres towards the mean teacher logits of the global batch (section 4).
 
         ``center`` moves towards the mean of the teacher CLS logits of all processes; ``center_c`` towards the mean
@@ -159,16 +166,19 @@ class CrOCLoss(nn.Module):
         that number is 0. One all-reduce carries the sums, the counts and ``extra``.
 
         Args:
-            teacher_cls: (2B, out_dim); teacher_clusters: (2V, out_dim_c), V may be 0.
+            teacher_cls: (2B, out_dim); teacher_clusters: (2M, out_dim_c), M may be 0.
+            weights: optional (2M,) 1 for the valid cluster rows, 0 for the others (None: all valid).
             extra: optional (e,) per-process sums reduced in the same collective.
         Returns:
             ``extra`` summed over processes, and then the two global row counts: (e + 2,).
         """
         if extra is None:
             extra = self.center.new_zeros(0)
-        counts = torch.full((2,), float(teacher_cls.shape[0]), device=self.center.device)
-        counts[1] = teacher_clusters.shape[0]
-        local = torch.cat([teacher_cls.float().sum(0), teacher_clusters.float().sum(0), extra.float(), counts])
+        if weights is None:
+            weights = torch.ones(teacher_clusters.shape[0], device=self.center.device)
+        counts = torch.stack([torch.tensor(float(teacher_cls.shape[0]), device=self.center.device), weights.sum()])
+        cluster_sum = weights @ teacher_clusters.float()
+        local = torch.cat([teacher_cls.float().sum(0), cluster_sum, extra.float(), counts])
         total = _all_reduce_sum(local)
         cls_sum, cluster_sum, rest = total.split([self.center.shape[1], self.center_c.shape[1], total.numel()
                                                   - self.center.shape[1] - self.center_c.shape[1]])

@@ -1,5 +1,7 @@
-"""The DINO optimisation recipe (spec ``croc-algorithm.md`` section 5): parameter groups, per-iteration cosine
-schedules, per-parameter gradient clipping, frozen output layers, LARS, and the teacher's EMA."""
+"""The DINO optimisation recipe (docs/algorithm.md section 5): parameter groups, per-iteration cosine schedules,
+per-parameter gradient clipping, frozen output layers, LARS, and the teacher's EMA."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +30,35 @@ def cosine_scheduler(base_value: float, final_value: float, epochs: int, niter_p
     iters = np.arange(epochs * niter_per_ep - warmup_iters)
     cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / max(len(iters), 1)))
     return np.concatenate((warmup, cosine))
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """Per-iteration values of the learning rate, the weight decay and the teacher momentum (length epochs*niter)."""
+
+    lr: np.ndarray
+    wd: np.ndarray
+    momentum: np.ndarray
+
+    @classmethod
+    def from_args(cls, args, niter_per_epoch: int, world_size: int = 1) -> "Schedules":
+        """``--lr`` scaled by the global batch / 256 with ``--warmup_epochs``, then cosine to ``--min_lr``; weight
+        decay cosine from ``--weight_decay`` to ``--weight_decay_end``; momentum cosine from ``--momentum_teacher``
+        to 1."""
+        peak_lr = args.lr * args.batch_size_per_gpu * world_size / 256.0
+        return cls(cosine_scheduler(peak_lr, args.min_lr, args.epochs, niter_per_epoch, args.warmup_epochs),
+                   cosine_scheduler(args.weight_decay, args.weight_decay_end, args.epochs, niter_per_epoch),
+                   cosine_scheduler(args.momentum_teacher, 1.0, args.epochs, niter_per_epoch))
+
+    def apply(self, optimizer: torch.optim.Optimizer, it: int) -> None:
+        """Set iteration ``it``'s lr on every group and its weight decay on the regularised (first) group.
+
+        Python floats, so that the optimizer state loads with ``weights_only=True``.
+        """
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = float(self.lr[it])
+            if i == 0:
+                group["weight_decay"] = float(self.wd[it])
 
 
 @torch.no_grad()
@@ -91,10 +122,14 @@ class LARS(torch.optim.Optimizer):
         return None
 
 
-def build_optimizer(name: str, params_groups: list[dict]) -> torch.optim.Optimizer:
-    """adamw (ViTs, default), sgd (momentum .9) or lars; lr and weight decay are set by the schedules."""
+def build_optimizer(name: str, params_groups: list[dict], device: torch.device | None = None) -> torch.optim.Optimizer:
+    """adamw (ViTs, default), sgd (momentum .9) or lars; lr and weight decay are set by the schedules.
+
+    AdamW is the fused kernel on CUDA (one launch for all parameters) and the foreach one elsewhere.
+    """
     if name == "adamw":
-        return torch.optim.AdamW(params_groups)
+        fused = device is not None and device.type == "cuda"
+        return torch.optim.AdamW(params_groups, fused=fused or None, foreach=None if fused else True)
     if name == "sgd":
         return torch.optim.SGD(params_groups, lr=0, momentum=0.9)
     if name == "lars":

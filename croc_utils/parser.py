@@ -1,17 +1,32 @@
 """Command line of ``main_croc.py``: every flag of the released CLI (same name, type, default, choices) plus ours.
 
-Spec: ``croc-algorithm.md`` sections 2-7. Flags added here (not in the release) are marked "[new]" in their help.
+docs/algorithm.md sections 2-7. Flags added here (not in the release) are marked "[new]" in their help. This is the
+one home of every default: the clustering's come from ``ClusteringConfig`` and the crops' from
+``croc_utils.transforms``, the modules that use them. ``validate_args`` is the one place a run's values are checked:
+ranges here, the crop and clustering settings by the objects that own them.
 """
 
 import argparse
+import math
 import sys
 
 from croc_utils.cli import OneLineErrorParser, bool_flag
+from croc_utils.clustering import ClusteringConfig
+from croc_utils.transforms import (
+    GLOBAL_CROPS_SCALE,
+    GLOBAL_CROPS_SIZE,
+    LOCAL_CROPS_SCALE,
+    LOCAL_CROPS_SIZE,
+    CrOCAugmentation,
+)
+from models import ARCH_NAMES, canonical_arch
+
+CLUSTERING = ClusteringConfig()  # the released clustering defaults
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="vit_small", type=str,
-                   choices=["vit_tiny", "vit_small", "vit_base", "deit_tiny", "deit_small"],
+                   choices=ARCH_NAMES,
                    help="ViT to train (deit_* are mapped to vit_* as in the release). Default: vit_small.")
     p.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="Patch size in pixels. Default: 16.")
     p.add_argument("--out_dim", default=65536, type=int, help="Output dimension of last_layer (CLS). Default: 65536.")
@@ -49,8 +64,13 @@ def _temperature_args(p: argparse.ArgumentParser) -> None:
 
 def _optim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use_fp16", type=bool_flag, default=True,
-                   help="Mixed precision (torch.amp fp16 + grad scaler) on CUDA; ignored with a notice on CPU. "
-                        "Default: true.")
+                   help="The released switch: mixed precision (torch.amp fp16 + grad scaler) on CUDA; ignored with a "
+                        "notice on CPU. --precision, when given, takes precedence. Default: true.")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+                   help="[new] Autocast precision on any device (fp16 adds a grad scaler). Default: from --use_fp16 "
+                        "(fp16 on CUDA, fp32 on CPU).")
+    p.add_argument("--compile", default=False, type=bool_flag,
+                   help="[new] torch.compile the student and teacher backbones. Default: false.")
     p.add_argument("--weight_decay", type=float, default=0.04, help="Initial weight decay. Default: 0.04.")
     p.add_argument("--weight_decay_end", type=float, default=0.4,
                    help="Final weight decay (cosine schedule). Default: 0.4.")
@@ -69,16 +89,16 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--global_crops_scale", type=float, nargs="+", default=(0.25, 1.0),
+    p.add_argument("--global_crops_scale", type=float, nargs="+", default=GLOBAL_CROPS_SCALE,
                    help="Scale range of the two global views' random resized crops. Default: 0.25 1.0.")
-    p.add_argument("--global_crops_size", type=int, default=224,
+    p.add_argument("--global_crops_size", type=int, default=GLOBAL_CROPS_SIZE,
                    help="[new] Side of the global views in pixels (multiple of --patch_size). Default: 224.")
     p.add_argument("--local_crops_number", type=int, default=0,
                    help="Number of DINO-style local crops for the student (the release ignores this; ours makes "
                         "them). Default: 0.")
-    p.add_argument("--local_crops_scale", type=float, nargs="+", default=(0.05, 0.4),
+    p.add_argument("--local_crops_scale", type=float, nargs="+", default=LOCAL_CROPS_SCALE,
                    help="Scale range of the local crops. Default: 0.05 0.4.")
-    p.add_argument("--local_crops_size", type=int, default=96,
+    p.add_argument("--local_crops_size", type=int, default=LOCAL_CROPS_SIZE,
                    help="[new] Side of the local crops in pixels (multiple of --patch_size). Default: 96.")
     p.add_argument("--dataset_type", default="coco", type=str,
                    choices=["imagenet1k", "coco", "coco+", "imagefolder", "synthetic"],
@@ -100,24 +120,33 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="[new] Draw the synthetic scenes once, in parallel, and serve them from memory "
                         "(num_images x size^2 x 4 bytes). Default: false (drawn on the fly).")
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
+    p.add_argument("--prefetch_factor", default=2, type=int,
+                   help="[new] Batches each loader worker prepares ahead. Default: 2.")
+    p.add_argument("--augment_on", default="cpu", choices=["cpu", "device"],
+                   help="[new] Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
+                        "released) or device (batched on the training device; the workers do the geometry only). "
+                        "Default: cpu.")
 
 
 def _clustering_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sinkhorn_lambda", default=20, type=float,
+    p.add_argument("--sinkhorn_lambda", default=CLUSTERING.sinkhorn_lambda, type=float,
                    help="Entropic regularisation lambda of Sinkhorn-Knopp, T = exp(-lambda C). Default: 20.")
-    p.add_argument("--sinkhorn_iterations", default=5, type=int, help="Sinkhorn-Knopp iterations. Default: 5.")
+    p.add_argument("--sinkhorn_iterations", default=CLUSTERING.sinkhorn_iterations, type=int,
+                   help="Sinkhorn-Knopp iterations. Default: 5.")
     p.add_argument("--alpha_s", default=1, type=float, help="Weight of the cluster term in the loss. Default: 1.")
-    p.add_argument("--pos_alpha", default=4.0, type=float, help="Weight of the spatial cost. Default: 4.0.")
-    p.add_argument("--n_tokens", default=5, type=int, help="Seeds K per (image, head); at least 2. Default: 5.")
-    p.add_argument("--n_centroids_max", default=4, type=int,
+    p.add_argument("--pos_alpha", default=CLUSTERING.pos_alpha, type=float,
+                   help="Weight of the spatial cost. Default: 4.0.")
+    p.add_argument("--n_tokens", default=CLUSTERING.n_tokens, type=int,
+                   help="Seeds K per (image, head); at least 2. Default: 5.")
+    p.add_argument("--n_centroids_max", default=CLUSTERING.n_centroids_max, type=int,
                    help="k is chosen among the last n_centroids_max-1 merge steps (k <= n_centroids_max); "
                         "2 <= n_centroids_max <= n_tokens. Default: 4.")
-    p.add_argument("--uniform_marginals", default=False, type=bool_flag,
+    p.add_argument("--uniform_marginals", default=CLUSTERING.uniform_marginals, type=bool_flag,
                    help="Uniform token and seed marginals instead of CLS-attention ones. Default: false.")
-    p.add_argument("--marginals_temp_r", default=2.0, type=float, help="Temperature of the token marginals. "
-                                                                         "Default: 2.0.")
-    p.add_argument("--marginals_temp_c", default=2.0, type=float, help="Temperature of the seed marginals. "
-                                                                         "Default: 2.0.")
+    p.add_argument("--marginals_temp_r", default=CLUSTERING.marginals_temp_r, type=float,
+                   help="Temperature of the token marginals. Default: 2.0.")
+    p.add_argument("--marginals_temp_c", default=CLUSTERING.marginals_temp_c, type=float,
+                   help="Temperature of the seed marginals. Default: 2.0.")
 
 
 def _misc_args(p: argparse.ArgumentParser) -> None:
@@ -144,32 +173,49 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Ranges of the numeric flags the objects below do not own: (lowest, highest, highest included).
+AT_LEAST = {
+    "batch_size_per_gpu": 1, "epochs": 1, "out_dim": 1, "out_dim_c": 1, "log_freq": 1, "prefetch_factor": 1,
+    "synthetic_num_images": 1, "synthetic_size": 16, "local_crops_number": 0, "num_workers": 0, "saveckp_freq": 0,
+    "warmup_epochs": 0, "freeze_last_layer": 0, "warmup_teacher_temp_epochs": 0,
+    "lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0, "weight_decay_end": 0.0, "clip_grad": 0.0, "alpha_s": 0.0,
+}
+POSITIVE = ("warmup_teacher_temp", "teacher_temp", "warmup_teacher_temp_c", "teacher_temp_c", "student_temp_c",
+            "student_temp")
+UNIT_INTERVAL = {"momentum_teacher": True, "drop_path_rate": False}  # [0, 1] or [0, 1)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """ValueError naming the first flag outside its range (NaN is outside every range)."""
+    for flag, low in AT_LEAST.items():
+        if not getattr(args, flag) >= low:
+            raise ValueError(f"--{flag} must be >= {low}, got {getattr(args, flag)}")
+    for flag in POSITIVE:
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag} must be > 0, got {getattr(args, flag)}")
+    for flag, closed in UNIT_INTERVAL.items():
+        value = getattr(args, flag)
+        if not (0 <= value <= 1 if closed else 0 <= value < 1):
+            raise ValueError(f"--{flag} must be in [0, 1{']' if closed else ')'}, got {value}")
+    for flag in ("warmup_epochs", "warmup_teacher_temp_epochs"):
+        if getattr(args, flag) > args.epochs:
+            raise ValueError(f"--{flag} {getattr(args, flag)} exceeds --epochs {args.epochs}")
+    if not all(math.isfinite(v) for v in vars(args).values() if isinstance(v, float)):
+        raise ValueError("every numeric flag must be finite")
+
+
 def validate_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Normalise (deit_* -> vit_*, scales to tuples) and refuse values that cannot work (ValueError, one line)."""
-    args.arch = args.arch.replace("deit", "vit")
-    for flag in ("global_crops_scale", "local_crops_scale"):
-        scale = getattr(args, flag)
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"--{flag} needs two values 0 < min <= max <= 1, got {' '.join(map(str, scale))}")
-        setattr(args, flag, tuple(scale))
-    for flag in ("global_crops_size", "local_crops_size"):
-        if getattr(args, flag) % args.patch_size:
-            raise ValueError(f"--{flag} {getattr(args, flag)} is not a multiple of --patch_size {args.patch_size}")
-    if args.n_tokens < 2:
-        raise ValueError(f"--n_tokens must be at least 2, got {args.n_tokens}")
-    if not 2 <= args.n_centroids_max <= args.n_tokens:
-        raise ValueError(f"--n_centroids_max must be in [2, --n_tokens={args.n_tokens}], got {args.n_centroids_max}")
-    n_patches = 2 * (args.global_crops_size // args.patch_size) ** 2
-    if args.n_tokens > n_patches:
-        raise ValueError(f"--n_tokens {args.n_tokens} exceeds the {n_patches} patch tokens of the two views")
-    positive = ("batch_size_per_gpu", "epochs", "sinkhorn_iterations", "out_dim", "out_dim_c", "log_freq")
-    for flag in positive:
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("local_crops_number", "num_workers", "saveckp_freq", "warmup_epochs", "freeze_last_layer"):
-        if getattr(args, flag) < 0:
-            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
-    if args.epochs <= 2:  # spec section 5: a run this short has no warm-up
+    """Check a run's values (ValueError, one line naming the flag) and normalise them (deit_* -> vit_*, scales to
+    tuples). The crop flags are checked by ``CrOCAugmentation``, the clustering flags by ``ClusteringConfig``."""
+    args.arch = canonical_arch(args.arch)
+    args.global_crops_scale, args.local_crops_scale = tuple(args.global_crops_scale), tuple(args.local_crops_scale)
+    check_ranges(args)
+    CrOCAugmentation.from_args(args)
+    ClusteringConfig.from_args(args).check_patches((args.global_crops_size // args.patch_size) ** 2)
+    if args.epochs <= 2 and (args.warmup_epochs or args.warmup_teacher_temp_epochs):
+        # docs/algorithm.md section 5: the released code runs so short a training without warm-up
+        print(f"Notice: --epochs {args.epochs} <= 2, so --warmup_epochs ({args.warmup_epochs}) and "
+              f"--warmup_teacher_temp_epochs ({args.warmup_teacher_temp_epochs}) are set to 0, as released.")
         args.warmup_epochs = args.warmup_teacher_temp_epochs = 0
     return args
 

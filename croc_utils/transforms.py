@@ -1,7 +1,8 @@
-"""The CrOC view pair with exact original-image positions (spec section 1).
+"""The CrOC view pair with exact original-image positions (docs/algorithm.md section 1).
 
 Every view is a random resized crop (bicubic) followed by a horizontal flip and a colour pipeline. Its positions are
-computed from the crop box and the flip instead of resampling a coordinate grid as the release does (spec section 9).
+computed from the crop box and the flip instead of resampling a coordinate grid as the release does
+(docs/algorithm.md section 9).
 
 Coordinate convention (the released grid's): pixel (row i, column j) of the original image has its centre at
 (x, y) = (j, i). PIL and torchvision resize with half-pixel centres, so output column u of a crop of width w starting
@@ -21,6 +22,11 @@ from PIL import Image, ImageFilter, ImageOps
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+# The released defaults of the crop flags (the parser takes its defaults from here).
+GLOBAL_CROPS_SCALE = (0.25, 1.0)
+GLOBAL_CROPS_SIZE = 224
+LOCAL_CROPS_SCALE = (0.05, 0.4)
+LOCAL_CROPS_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class CropBox:
 
 @dataclass(frozen=True)
 class ColourPipeline:
-    """Probabilities of one view's colour operations (spec section 1)."""
+    """Probabilities of one view's colour operations (docs/algorithm.md section 1)."""
 
     blur_p: float
     solarize_p: float = 0.0
@@ -112,7 +118,7 @@ def _central_box(height: int, width: int, ratio) -> CropBox:
 
 
 def view_positions(box: CropBox, flip: bool, size: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Original-image (x, y) of every pixel and every patch of a view (spec section 1 and 3.5).
+    """Original-image (x, y) of every pixel and every patch of a view (docs/algorithm.md sections 1 and 3, step 5).
 
     Args:
         box: the crop, resized to `size` x `size`.
@@ -186,7 +192,9 @@ def _check_scale(scale, flag: str) -> tuple[float, float]:
 
 
 class CrOCAugmentation:
-    """Two global views [v1, v2, v1, v2] (+ optional DINO-style local crops) with their positions (spec section 1).
+    """Two global views [v1, v2, v1, v2] (+ optional DINO-style local crops) with their positions.
+
+    docs/algorithm.md section 1.
 
     Args:
         global_crops_scale: area range of the global crops; `global_crops_size`: their side S (multiple of
@@ -201,12 +209,12 @@ class CrOCAugmentation:
 
     def __init__(
         self,
-        global_crops_scale=(0.25, 1.0),
-        global_crops_size: int = 224,
+        global_crops_scale=GLOBAL_CROPS_SCALE,
+        global_crops_size: int = GLOBAL_CROPS_SIZE,
         patch_size: int = 16,
         local_crops_number: int = 0,
-        local_crops_scale=(0.05, 0.25),
-        local_crops_size: int = 96,
+        local_crops_scale=LOCAL_CROPS_SCALE,
+        local_crops_size: int = LOCAL_CROPS_SIZE,
         colour: bool = True,
     ):
         _check_size(global_crops_size, patch_size, "global_crops_size")
@@ -221,6 +229,12 @@ class CrOCAugmentation:
         self.local_crops_number = local_crops_number
         self.patch_size = patch_size
         self.colour = colour
+
+    @classmethod
+    def from_args(cls, args, **kwargs) -> "CrOCAugmentation":
+        """The augmentation of a run's flags (``--global_crops_*``, ``--local_crops_*``, ``--patch_size``)."""
+        return cls(args.global_crops_scale, args.global_crops_size, args.patch_size, args.local_crops_number,
+                   args.local_crops_scale, args.local_crops_size, **kwargs)
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None, return_params: bool = False):
         global_args = (self.global_crops_size, self.global_crops_scale)

@@ -1,4 +1,4 @@
 """Evaluation of pretrained backbones: linear-probe and K-means segmentation, DAVIS propagation, cluster pictures.
 
-Spec: ``evaluation.md``. Every evaluator loads its backbone and extracts features through ``eval.features``.
+docs/evaluation.md. Every evaluator loads its backbone and extracts features through ``eval.features``.
 """

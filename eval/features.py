@@ -49,14 +49,16 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> None:
 
 def load_backbone(arch: str = "vit_small", patch_size: int = 16, pretrained_weights: str = "",
                   checkpoint_key: str = "teacher", device: str | torch.device = "cpu",
-                  verbose: bool = True) -> nn.Module:
+                  verbose: bool = True, *, checkpoint: Mapping | None = None) -> nn.Module:
     """Frozen ViT in eval mode on ``device``, with weights from ``pretrained_weights`` (or random when empty).
 
-    Raises CheckpointError (one line naming the file) for an unusable file.
+    ``checkpoint``: the file's contents when the caller has already read it (``load_checkpoint``), so that a large
+    file is read once. Raises CheckpointError (one line naming the file) for an unusable file.
     """
     state = None
     if pretrained_weights:  # read the file once: its grid sets the model, then its weights fill it
-        state = backbone_state_dict(load_checkpoint(pretrained_weights), checkpoint_key, pretrained_weights)
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(pretrained_weights)
+        state = backbone_state_dict(ckpt, checkpoint_key, pretrained_weights)
     grid = state_grid(state) if state is not None else None
     # A file whose position embedding was made for another grid than 224 px: build the model for that grid,
     # DINO's interpolation then adapts it to any input.

@@ -1,6 +1,6 @@
 """Unsupervised semantic segmentation by K-means on frozen patch features.
 
-Spec: ``evaluation.md`` section 2. Val split only, 448x448 inputs, patch tokens of the last 4 blocks (after the
+docs/evaluation.md section 2. Val split only, 448x448 inputs, patch tokens of the last 4 blocks (after the
 final norm) concatenated, standardised, PCA to 50 dims, K-means (100 iterations, 5 restarts, k-means++ seeding)
 for 5 seeds, scores averaged. K <= #classes: Hungarian matching on IoU (unmatched clusters -> background);
 K > #classes (overclustering): each cluster to the class of highest precision. Cluster maps and masks are compared

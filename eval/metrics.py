@@ -1,6 +1,6 @@
 """Segmentation and video metrics: dataset-level mIoU, cluster-to-class matching, DAVIS J and F.
 
-Spec: ``evaluation.md`` sections 1 (mIoU), 2 (Hungarian / many-to-one matching) and 3 (J, F, J&F).
+docs/evaluation.md sections 1 (mIoU), 2 (Hungarian / many-to-one matching) and 3 (J, F, J&F).
 All functions take torch tensors and work on whatever device the inputs live on.
 """
 
@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 IGNORE_INDEX = 255
 
 
-# ===== confusion matrices and mIoU (spec 1) =====
+# ===== confusion matrices and mIoU (docs/evaluation.md section 1) =====
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -62,7 +62,7 @@ def segmentation_scores(conf: torch.Tensor, class_names: list[str]) -> dict:
             "pixel_accuracy": float(conf.diagonal().sum() / conf.sum().clamp_min(1))}
 
 
-# ===== cluster-to-class matching (spec 2) =====
+# ===== cluster-to-class matching (docs/evaluation.md section 2) =====
 
 def cluster_class_counts(clusters: torch.Tensor, target: torch.Tensor, n_clusters: int, n_classes: int,
                          ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -86,7 +86,7 @@ def hungarian_match(counts: torch.Tensor, unmatched_class: int = 0) -> torch.Ten
     """One-to-one cluster -> class map (K,) maximising the summed IoU between matched pairs.
 
     IoU(k, c) = n_kc / (|k| + |c| - n_kc). Clusters left without a class (K > C) go to ``unmatched_class``
-    (background), as spec 2 says.
+    (background), as docs/evaluation.md section 2 says.
     """
     counts = counts.double().cpu()
     union = counts.sum(1, keepdim=True) + counts.sum(0, keepdim=True) - counts
@@ -108,7 +108,7 @@ def many_to_one_match(counts: torch.Tensor, empty_class: int = 0) -> torch.Tenso
     return mapping
 
 
-# ===== DAVIS J and F (spec 3) =====
+# ===== DAVIS J and F (docs/evaluation.md section 3) =====
 
 def region_similarity(pred: torch.Tensor, gt: torch.Tensor, void: torch.Tensor | None = None) -> torch.Tensor:
     """Jaccard J per frame (T,) for binary masks (T, H, W); 1 where both masks are empty (DAVIS convention)."""

@@ -1,6 +1,6 @@
 """DAVIS-2017 semi-supervised video object segmentation by label propagation (DINO's protocol), with J and F.
 
-Spec: ``evaluation.md`` section 3. Frames are resized so the short side is ``--short_side`` (480) and the long side
+docs/evaluation.md section 3. Frames are resized so the short side is ``--short_side`` (480) and the long side
 is floored to a multiple of 64; last-layer patch tokens (after the final norm) are L2-normalised; the context of a
 frame is the first frame with its ground truth plus the ``--n_last_frames`` (7) previous frames with their
 propagated soft labels; affinities exp(cos / 0.1) are restricted to a (2r+1)^2-patch neighbourhood

@@ -1,6 +1,6 @@
 """Picture of the clusters CrOC finds jointly across two views of one image, with last-layer attention maps.
 
-Spec: ``croc-algorithm.md`` sections 1 and 3 (the views, their positions and the teacher-side clustering). The
+docs/algorithm.md sections 1 and 3 (the views, their positions and the teacher-side clustering). The
 backbone runs on both views; ``croc_utils.clustering.cluster_views`` clusters the patch tokens of the two views
 together for every head; a token's colour is its cluster, so the same colour in both views is the same cluster.
 Each row is one head: view 1 and view 2 with their clusters, then the CLS-token attention of that head in both views.
@@ -11,14 +11,16 @@ Each row is one head: view 1 and view 2 with their clusters, then the CLS-token 
 
 import argparse
 import os
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from croc_utils.checkpoint import load_checkpoint
 from croc_utils.cli import bool_flag
-from croc_utils.clustering import cluster_views
+from croc_utils.clustering import ClusteringConfig, cluster_views
 from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CrOCAugmentation
 from eval.features import add_backbone_args, load_backbone, run_cli
 
@@ -39,11 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colour_aug", default=False, type=bool_flag,
                         help="Apply the training colour pipeline to the views (default false: clean crops).")
     parser.add_argument("--head", default=-1, type=int, help="Head to draw; -1: every head, one row each.")
-    parser.add_argument("--n_tokens", default=5, type=int)
-    parser.add_argument("--n_centroids_max", default=4, type=int)
-    parser.add_argument("--sinkhorn_lambda", default=20.0, type=float)
-    parser.add_argument("--sinkhorn_iterations", default=5, type=int)
-    parser.add_argument("--pos_alpha", default=4.0, type=float)
+    for setting in fields(ClusteringConfig):  # the training flags of the same names
+        parser.add_argument(f"--{setting.name}", default=None, type=bool_flag if setting.type is bool else setting.type,
+                            help=f"Default: the checkpoint's own (its saved args), else {setting.default}.")
     parser.add_argument("--seed", default=0, type=int, help="Seed of the views and of the clustering seeds.")
     parser.add_argument("--output", default="clusters.png", type=str, help="PNG to write.")
     return parser
@@ -61,6 +61,15 @@ def load_image(args) -> Image.Image:
     return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed)[0][0]
 
 
+def clustering_config(checkpoint: dict, args) -> ClusteringConfig:
+    """The run's own clustering settings (the checkpoint's saved args; released defaults without them), with the
+    flags given on this command line on top."""
+    saved = checkpoint.get("args")
+    cfg = ClusteringConfig.from_args(saved) if isinstance(saved, argparse.Namespace) else ClusteringConfig()
+    given = {f.name: getattr(args, f.name) for f in fields(ClusteringConfig) if getattr(args, f.name) is not None}
+    return replace(cfg, **given)
+
+
 def make_views(image: Image.Image, args, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Two CrOC views (2, 3, S, S) and their patch positions (1, 2N, 2), view 1's N patches first."""
     aug = CrOCAugmentation(tuple(args.global_crops_scale), args.global_crops_size, args.patch_size,
@@ -72,21 +81,18 @@ def make_views(image: Image.Image, args, generator: torch.Generator) -> tuple[to
 
 
 @torch.no_grad()
-def clusters_and_attention(model, views: torch.Tensor, positions: torch.Tensor, args,
-                           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def clusters_and_attention(model, views: torch.Tensor, positions: torch.Tensor, cfg: ClusteringConfig, *,
+                           device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Joint clustering of the two views and the CLS attention of every head.
 
     Returns:
         clusters (2, H, h, w) long, the cluster of each token (same id across views = same cluster);
         attention (2, H, h, w), last-block CLS-to-patch attention; n_clusters (H,) chosen k per head.
     """
-    views, positions = views.to(args.device), positions.to(args.device)
+    views, positions = views.to(device), positions.to(device)
     out = model(views)
     n_heads = out.keys.shape[1]
-    result = cluster_views(out.keys.flatten(0, 1), out.tokens, positions, n_heads, n_tokens=args.n_tokens,
-                           n_centroids_max=args.n_centroids_max, sinkhorn_lambda=args.sinkhorn_lambda,
-                           sinkhorn_iterations=args.sinkhorn_iterations, pos_alpha=args.pos_alpha,
-                           generator=generator)
+    result = cluster_views(out.keys, out.tokens, positions, cfg, generator=generator)
     h = w = views.shape[-1] // model.patch_size
     clusters = result.assignments.argmax(-1).reshape(2, n_heads, h, w)  # (2, H, N, kmax) -> token's cluster
     attention = model.get_last_selfattention(views)[:, :, 0, 1:].reshape(2, n_heads, h, w)
@@ -140,16 +146,20 @@ def main(args: argparse.Namespace) -> str:
         raise ValueError(f"--global_crops_size {args.global_crops_size} is not a multiple of --patch_size")
     torch.manual_seed(args.seed)  # a random-init backbone is then reproducible too
     generator = torch.Generator().manual_seed(args.seed)
-    model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
+    checkpoint = load_checkpoint(args.pretrained_weights) if args.pretrained_weights else {}
+    cfg = clustering_config(checkpoint, args)
+    model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device,
+                          checkpoint=checkpoint)
     if not -1 <= args.head < model.num_heads:
         raise ValueError(f"--head {args.head} out of range for {model.num_heads} heads (-1 = all)")
     views, positions = make_views(load_image(args), args, generator)
     device_gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    clusters, attention, n_clusters = clusters_and_attention(model, views, positions, args, device_gen)
+    clusters, attention, n_clusters = clusters_and_attention(model, views, positions, cfg, device=args.device,
+                                                             generator=device_gen)
     heads = list(range(model.num_heads)) if args.head < 0 else [args.head]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     render(views, clusters, attention, n_clusters, heads).save(args.output)
-    print(f"wrote {args.output} (chosen k per head: {n_clusters.tolist()})")
+    print(f"wrote {args.output} (chosen k per head: {n_clusters.tolist()}; {cfg})")
     return args.output
 
 

@@ -1,4 +1,4 @@
-"""The CrOC projection head and the backbone+head network (spec ``croc-algorithm.md`` section 2)."""
+"""The CrOC projection head and the backbone+head network (docs/algorithm.md section 2)."""
 
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -55,14 +55,21 @@ class CrOCHead(nn.Module):
         """(M, D) -> (M, 256): MLP then L2 normalisation."""
         return F.normalize(self.mlp(x), dim=-1, p=2)
 
-    def forward(self, x: torch.Tensor, cluster: bool = False) -> torch.Tensor:
-        """(M, D) -> logits (M, out_dim), or (M, out_dim_c) through ``last_layer_c`` when ``cluster``."""
+    def forward(self, x: torch.Tensor, cluster: bool = False, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(M, D) -> logits (M, out_dim), or (M, out_dim_c) through ``last_layer_c`` when ``cluster``.
+
+        ``valid`` (M,) bool marks the rows that count. It only matters with BatchNorm, whose batch statistics must
+        not see the other rows: they are then left out (a host sync) and their logits are 0.
+        """
+        if valid is not None and any(isinstance(m, nn.BatchNorm1d) for m in self.mlp):
+            out = self(x[valid], cluster)
+            return out.new_zeros(x.shape[0], out.shape[1]).index_copy(0, valid.nonzero().flatten(), out)
         x = self.project(x)
         return self.last_layer_c(x) if cluster else self.last_layer(x)
 
 
 class NetworkOutput(NamedTuple):
-    """cls_logits (C*B, out_dim), one chunk per crop in input order; cluster_logits (V1+V2, out_dim_c) or None;
+    """cls_logits (C*B, out_dim), one chunk per crop in input order; cluster_logits (2M, out_dim_c) or None;
     backbone: the BackboneOutput of the global crops (the first resolution group)."""
 
     cls_logits: torch.Tensor
@@ -74,8 +81,9 @@ class CrOCNetwork(nn.Module):
     """Backbone + head, DINO's MultiCropWrapper for CrOC (state-dict prefixes ``backbone.`` and ``head.``).
 
     Crops of equal resolution go through the backbone together. When ``cluster_pool`` is given, it maps the
-    global crops' last-layer tokens (M, 1+N, D) to the two views' cluster tokens ((V, D), (V, D)), which are
-    projected through ``last_layer_c`` in the same forward (so that DDP sees every parameter used).
+    global crops' last-layer tokens (2B, 1+N, D) to the two views' cluster tokens (2, M, D), which are projected
+    through ``last_layer_c`` in the same forward (so that DDP sees every parameter used); ``cluster_valid`` (M,)
+    marks the slots that hold a cluster (see ``CrOCHead.forward``).
     """
 
     def __init__(self, backbone: nn.Module, head: CrOCHead):
@@ -84,7 +92,8 @@ class CrOCNetwork(nn.Module):
         self.head = head
 
     def forward(self, crops: Sequence[torch.Tensor],
-                cluster_pool: Optional[Callable[[torch.Tensor], tuple]] = None) -> NetworkOutput:
+                cluster_pool: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                cluster_valid: Optional[torch.Tensor] = None) -> NetworkOutput:
         sizes = torch.tensor([c.shape[-1] for c in crops])
         group_ends = torch.cumsum(torch.unique_consecutive(sizes, return_counts=True)[1], 0).tolist()
         cls, first, start = [], None, 0
@@ -96,5 +105,6 @@ class CrOCNetwork(nn.Module):
         cls_logits = self.head(torch.cat(cls))
         cluster_logits = None
         if cluster_pool is not None:
-            cluster_logits = self.head(torch.cat(cluster_pool(first.tokens)), cluster=True)
+            valid = None if cluster_valid is None else cluster_valid.repeat(2)
+            cluster_logits = self.head(cluster_pool(first.tokens).flatten(0, 1), cluster=True, valid=valid)
         return NetworkOutput(cls_logits, cluster_logits, first)

@@ -1,6 +1,6 @@
 """DINO-configured Vision Transformers built on timm, with the last block's per-head keys.
 
-Spec: ``croc-algorithm.md`` section 2. The backbone is timm's stock ``VisionTransformer``; the only overrides are
+docs/algorithm.md section 2. The backbone is timm's stock ``VisionTransformer``; the only overrides are
 DINO's position-embedding interpolation (needed to reproduce released numbers at 448 px) and DINO's
 initialisation of ``cls_token``. The per-head keys (or queries / values) of the last block are read with a
 forward hook on ``blocks[-1].attn.qkv`` instead of re-implementing the block.
@@ -21,6 +21,8 @@ ARCH_CONFIGS = {
     "vit_small": dict(embed_dim=384, num_heads=6),
     "vit_base": dict(embed_dim=768, num_heads=12),
 }
+# The released CLI also accepts deit_* names, which mean the same networks.
+ARCH_NAMES = (*ARCH_CONFIGS, "deit_tiny", "deit_small")
 QKV_INDEX = {"q": 0, "k": 1, "v": 2}
 WHICH_FEATURES = ("k", "q", "v", "last")
 
@@ -152,9 +154,14 @@ def vit_base(patch_size: int = 16, drop_path_rate: float = 0.0, which_features: 
     return _vit("vit_base", patch_size, drop_path_rate, which_features, **kwargs)
 
 
-def build_backbone(arch: str, **kwargs) -> CrOCViT:
-    """Backbone by name; ``deit_*`` names map to ``vit_*`` as the released code does."""
-    arch = arch.replace("deit", "vit")
-    if arch not in ARCH_CONFIGS:
+def canonical_arch(arch: str) -> str:
+    """``deit_*`` -> ``vit_*`` as the released code maps them; ValueError for an unknown name."""
+    name = arch.replace("deit", "vit")
+    if name not in ARCH_CONFIGS:
         raise ValueError(f"--arch: unknown architecture {arch!r}; choose one of {sorted(ARCH_CONFIGS)}")
-    return _vit(arch, **kwargs)
+    return name
+
+
+def build_backbone(arch: str, **kwargs) -> CrOCViT:
+    """Backbone by name (``deit_*`` accepted, see ``canonical_arch``)."""
+    return _vit(canonical_arch(arch), **kwargs)

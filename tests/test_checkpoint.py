@@ -24,7 +24,7 @@ def make_network(seed=0, arch=vit_tiny):
 
 
 def released_state(D, depth, generator):
-    """The key list of spec section 8, built by hand with random tensors (old weight-norm names)."""
+    """The key list of docs/algorithm.md section 8, built by hand with random tensors (old weight-norm names)."""
     r = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
     sd = {"backbone.cls_token": r(1, 1, D), "backbone.pos_embed": r(1, 197, D),
           "backbone.patch_embed.proj.weight": r(D, 3, 16, 16), "backbone.patch_embed.proj.bias": r(D),

@@ -1,11 +1,12 @@
 """Tests for croc_utils/clustering.py: every step alone, then the whole ``cluster_views`` against a slow
-per-problem re-statement of spec section 3 written here in float64 with Python loops."""
+per-problem re-statement of docs/algorithm.md section 3 written here in float64 with Python loops."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from croc_utils.clustering import (
+    ClusteringConfig,
     closest_pair,
     cluster_validity,
     cluster_views,
@@ -15,7 +16,7 @@ from croc_utils.clustering import (
     merge_pair,
     normalise_per_view,
     pool_clusters,
-    rescale_valid,
+    rescale_clusters,
     sample_seeds,
     seed_marginals,
     select_k,
@@ -29,7 +30,7 @@ from croc_utils.clustering import (
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Slow reference, one problem at a time (spec section 3, steps 1-10)
+# Slow reference, one problem at a time (docs/algorithm.md section 3, steps 1-10)
 # ----------------------------------------------------------------------------------------------------------------
 def ref_sinkhorn(cost, a, b, lam, iterations):
     """Released-style multiplicative Sinkhorn on one (n, k) problem, row by row and column by column."""
@@ -298,10 +299,12 @@ def test_pool_validity_rescale_against_loops():
         for j in range(k):
             assert bool(valid[p * k + j]) == bool((assignments[0, p, :, j] > 0).any() and
                                                    (assignments[1, p, :, j] > 0).any())
-    first, second = rescale_valid(pooled, valid, torch.tensor(3.0))
-    assert first.shape == second.shape == (int(valid.sum()), dim)
+    rescaled = rescale_clusters(pooled, valid, torch.tensor(3.0))
+    assert rescaled.shape == (2, batch * n_heads * k, dim)
+    first = rescaled[0, valid]
     torch.testing.assert_close(first.norm(dim=1), torch.full((len(first),), 3.0))
     torch.testing.assert_close(first, 3.0 * F.normalize(pooled[0].flatten(0, 1)[valid], dim=-1))
+    assert rescaled[:, ~valid].eq(0).all()
 
 
 @pytest.mark.parametrize("n_valid", [0, 1])
@@ -312,11 +315,17 @@ def test_validity_and_rescale_with_zero_or_one_valid_cluster(n_valid):
         assignments[:, 1, 2, 1] = 0.5
     valid = cluster_validity(assignments)
     assert int(valid.sum()) == n_valid
-    first, second = rescale_valid(pool_clusters(assignments, torch.randn(2, 2, 3, 4), 1), valid, torch.tensor(2.0))
-    assert first.shape == second.shape == (n_valid, 4)
+    rescaled = rescale_clusters(pool_clusters(assignments, torch.randn(2, 2, 3, 4), 1), valid, torch.tensor(2.0))
+    assert rescaled.shape == (2, 4, 4) and rescaled.ne(0).any(-1).sum().item() == 2 * n_valid
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def run(keys, last_tokens, positions, n_heads, seeds=None, generator=None, **settings):
+    """``cluster_views`` on keys laid out (2*B*H, 1+N, d) as the reference takes them."""
+    return cluster_views(keys.unflatten(0, (-1, n_heads)), last_tokens, positions, ClusteringConfig(**settings),
+                         seeds=seeds, generator=generator)
+
+
 # The whole cluster_views
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options", [
@@ -328,7 +337,7 @@ def test_validity_and_rescale_with_zero_or_one_valid_cluster(n_valid):
 def test_cluster_views_matches_reference(options):
     n_tokens = options.get("n_tokens", 5)
     keys, last_tokens, positions, seeds = random_inputs(n_tokens=n_tokens)
-    result = cluster_views(keys, last_tokens, positions, 3, seeds=seeds, **options)
+    result = run(keys, last_tokens, positions, 3, seeds=seeds, **options)
     ref = reference_cluster_views(
         keys, last_tokens, positions, 3, seeds, n_centroids_max=options.get("n_centroids_max", 4),
         lam=options.get("sinkhorn_lambda", 20.0), iterations=options.get("sinkhorn_iterations", 5),
@@ -336,18 +345,22 @@ def test_cluster_views_matches_reference(options):
         temp_r=options.get("marginals_temp_r", 2.0), temp_c=options.get("marginals_temp_c", 2.0))
     torch.testing.assert_close(result.costs.double(), ref["costs"], rtol=1e-4, atol=1e-8)
     assert torch.equal(result.n_clusters, ref["n_clusters"])
-    assert result.assignments.shape == ref["assignments"].shape
-    torch.testing.assert_close(result.assignments.double(), ref["assignments"], rtol=1e-4, atol=1e-7)
-    assert torch.equal(result.valid, ref["valid"])
-    for mine, theirs in zip(result.teacher_tokens, ref["tokens"]):
-        assert mine.dtype == torch.float32
+    # fixed width K = n_centroids_max: the reference's kmax columns, then empty ones
+    width, kmax = options.get("n_centroids_max", 4), ref["assignments"].shape[-1]
+    assert result.assignments.shape == ref["assignments"].shape[:-1] + (width,)
+    torch.testing.assert_close(result.assignments[..., :kmax].double(), ref["assignments"], rtol=1e-4, atol=1e-7)
+    assert result.assignments[..., kmax:].eq(0).all()
+    valid = result.valid.reshape(-1, width)
+    assert torch.equal(valid[:, :kmax].flatten(), ref["valid"]) and not valid[:, kmax:].any()
+    assert result.teacher_tokens.dtype == torch.float32 and result.teacher_tokens[:, ~result.valid].eq(0).all()
+    for mine, theirs in zip(result.teacher_tokens[:, result.valid], ref["tokens"]):
         torch.testing.assert_close(mine.double(), theirs, rtol=1e-4, atol=1e-5)
     assert torch.equal(result.seeds, seeds)
 
 
 def test_reference_inputs_exercise_padding():
     keys, last_tokens, positions, seeds = random_inputs()
-    n_clusters = cluster_views(keys, last_tokens, positions, 3, seeds=seeds).n_clusters
+    n_clusters = run(keys, last_tokens, positions, 3, seeds=seeds).n_clusters
     assert n_clusters.min() < n_clusters.max()  # so that padding with empty columns is covered above
 
 
@@ -368,7 +381,7 @@ def group_problem(view_groups, seeds, n_groups, noise=0.0):
 def test_three_groups_over_both_views_give_k3_and_memberships(uniform):
     groups = [[0] * 4 + [1] * 4 + [2] * 4, [2] * 4 + [1] * 4 + [0] * 4]
     keys, last_tokens, positions, seeds = group_problem(groups, [0, 1, 4, 5, 8], 3)
-    result = cluster_views(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=uniform)
+    result = run(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=uniform)
     assert result.n_clusters.tolist() == [3]
     owner = result.assignments.argmax(-1)[:, 0]  # (2, N) cluster of every token
     assert (result.assignments[:, 0] > 0).sum(-1).eq(1).all()  # exactly one cluster per token
@@ -376,17 +389,17 @@ def test_three_groups_over_both_views_give_k3_and_memberships(uniform):
                         for g in range(3)}
     assert all(len(c) == 1 for c in cluster_of_group.values())
     assert len(set.union(*cluster_of_group.values())) == 3
-    assert result.valid.all() and len(result.teacher_tokens[0]) == 3
+    assert result.valid.tolist() == [True] * 3 + [False]  # k = 3 of n_centroids_max = 4 slots
 
 
 def test_group_in_one_view_only_is_invalid():
     groups = [[0] * 8 + [1] * 2 + [2] * 2, [1] * 6 + [2] * 6]
     keys, last_tokens, positions, seeds = group_problem(groups, [0, 1, 8, 9, 10], 3)
-    result = cluster_views(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=True)
+    result = run(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=True)
     assert result.n_clusters.tolist() == [3]
     cluster_of_group0 = int(result.assignments[0, 0, 0].argmax())
     assert not result.valid[cluster_of_group0] and int(result.valid.sum()) == 2
-    assert result.teacher_tokens[0].shape == result.teacher_tokens[1].shape == (2, 6)
+    assert result.teacher_tokens.shape == (2, 4, 6) and result.teacher_tokens[:, ~result.valid].eq(0).all()
 
 
 @pytest.mark.parametrize("n_valid", [0, 1])
@@ -396,12 +409,13 @@ def test_batch_with_zero_or_one_valid_cluster(n_valid):
     else:  # four groups, each in one view only
         groups, seeds, n_groups = [[0] * 6 + [1] * 6, [2] * 6 + [3] * 6], [0, 1, 6, 12, 18], 4
     keys, last_tokens, positions, seeds = group_problem(groups, seeds, n_groups)
-    result = cluster_views(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=True)
+    result = run(keys, last_tokens, positions, 1, seeds=seeds, pos_alpha=0.0, uniform_marginals=True)
     assert int(result.valid.sum()) == n_valid
     student = last_tokens.clone().requires_grad_(True)
-    s1, s2 = student_cluster_tokens(result, student, 1)
-    assert s1.shape == s2.shape == result.teacher_tokens[0].shape == (n_valid, 6)
-    (s1.sum() + s2.sum()).backward()
+    tokens = student_cluster_tokens(result, student)
+    assert tokens.shape == result.teacher_tokens.shape == (2, 4, 6)
+    assert tokens.ne(0).any(-1).sum().item() == 2 * n_valid
+    tokens.sum().backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
 
 
@@ -409,63 +423,89 @@ def test_gradients_reach_student_tokens_never_teacher():
     keys, last_tokens, positions, seeds = random_inputs()
     keys.requires_grad_(True)
     last_tokens.requires_grad_(True)
-    result = cluster_views(keys, last_tokens, positions, 3, seeds=seeds)
-    assert not any(t.requires_grad for t in (*result.teacher_tokens, result.assignments))
+    result = run(keys, last_tokens, positions, 3, seeds=seeds)
+    assert not result.teacher_tokens.requires_grad and not result.assignments.requires_grad
     student = torch.randn_like(last_tokens, requires_grad=True)
-    s1, s2 = student_cluster_tokens(result, student, 3)
-    assert s1.requires_grad and s1.shape == result.teacher_tokens[0].shape
-    (s1.square().sum() + s2.sum()).backward()
+    tokens = student_cluster_tokens(result, student)
+    assert tokens.requires_grad and tokens.shape == result.teacher_tokens.shape
+    (tokens[0].square().sum() + tokens[1].sum()).backward()
     assert student.grad[:, 1:].abs().sum() > 0 and student.grad[:, 0].abs().sum() > 0  # CLS via the norm
     assert keys.grad is None and last_tokens.grad is None
+    s1 = tokens[0, result.valid]
     torch.testing.assert_close(s1.norm(dim=1), student[:, 0].norm(dim=1).mean().detach().expand(len(s1)))
 
 
 def test_student_tokens_equal_teacher_tokens_for_same_network():
     keys, last_tokens, positions, seeds = random_inputs()
-    result = cluster_views(keys, last_tokens, positions, 3, seeds=seeds)
-    for mine, teacher in zip(student_cluster_tokens(result, last_tokens, 3), result.teacher_tokens):
-        torch.testing.assert_close(mine, teacher)
+    result = run(keys, last_tokens, positions, 3, seeds=seeds)
+    torch.testing.assert_close(student_cluster_tokens(result, last_tokens), result.teacher_tokens)
 
 
 def test_float32_under_autocast_and_half_inputs():
     keys, last_tokens, positions, seeds = random_inputs()
-    plain = cluster_views(keys, last_tokens, positions, 3, seeds=seeds)
+    plain = run(keys, last_tokens, positions, 3, seeds=seeds)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = cluster_views(keys, last_tokens, positions, 3, seeds=seeds)
-    assert mixed.teacher_tokens[0].dtype == torch.float32
+        mixed = run(keys, last_tokens, positions, 3, seeds=seeds)
+    assert mixed.teacher_tokens.dtype == torch.float32
     torch.testing.assert_close(mixed.assignments, plain.assignments)
-    half = cluster_views(keys.bfloat16(), last_tokens.bfloat16(), positions, 3, seeds=seeds)
+    half = run(keys.bfloat16(), last_tokens.bfloat16(), positions, 3, seeds=seeds)
     assert half.assignments.dtype == torch.float32
 
 
 def test_sampled_seeds_reproducible_and_valid():
     keys, last_tokens, positions, _ = random_inputs()
-    first = cluster_views(keys, last_tokens, positions, 3, generator=torch.Generator().manual_seed(3))
-    second = cluster_views(keys, last_tokens, positions, 3, generator=torch.Generator().manual_seed(3))
+    first = run(keys, last_tokens, positions, 3, generator=torch.Generator().manual_seed(3))
+    second = run(keys, last_tokens, positions, 3, generator=torch.Generator().manual_seed(3))
     assert torch.equal(first.seeds, second.seeds) and torch.equal(first.assignments, second.assignments)
     assert first.seeds.shape == (6, 5) and all(len(set(row)) == 5 for row in first.seeds.tolist())
     assert first.seeds.min() >= 0 and first.seeds.max() < 32
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(n_heads=4), "keys must be"),
+    (dict(keys=torch.zeros(4, 3, 16, 8)), "keys must be"),
     (dict(patch_positions=torch.zeros(2, 16, 2)), "patch_positions"),
     (dict(last_tokens=torch.zeros(3, 17, 12)), "last_tokens"),
-    (dict(n_centroids_max=6), "n_centroids_max"),
-    (dict(n_centroids_max=1), "n_centroids_max"),
-    (dict(sinkhorn_iterations=0), "sinkhorn_iterations"),
+    (dict(cfg=ClusteringConfig(n_tokens=40)), "n_tokens"),
     (dict(seeds=torch.zeros(6, 4, dtype=torch.long)), "seeds"),
     (dict(seeds=torch.full((6, 5), 32)), r"seeds must lie"),
 ])
 def test_bad_inputs_raise_value_error(change, message):
     keys, last_tokens, positions, _ = random_inputs()
-    kwargs = dict(keys=keys, last_tokens=last_tokens, patch_positions=positions, n_heads=3) | change
+    kwargs = dict(keys=keys.unflatten(0, (4, 3)), last_tokens=last_tokens, patch_positions=positions,
+                  cfg=ClusteringConfig()) | change
     with pytest.raises(ValueError, match=message):
         cluster_views(**kwargs)
 
 
+@pytest.mark.parametrize("settings, flag", [
+    (dict(n_centroids_max=6), "--n_centroids_max"),
+    (dict(n_centroids_max=1), "--n_centroids_max"),
+    (dict(n_tokens=1, n_centroids_max=1), "--n_tokens"),
+    (dict(sinkhorn_iterations=0), "--sinkhorn_iterations"),
+    (dict(sinkhorn_lambda=0.0), "--sinkhorn_lambda"),
+    (dict(marginals_temp_r=-1.0), "--marginals_temp_r"),
+    (dict(pos_alpha=float("nan")), "--pos_alpha"),
+])
+def test_config_refuses_impossible_settings_naming_the_flag(settings, flag):
+    with pytest.raises(ValueError, match=flag):
+        ClusteringConfig(**settings)
+
+
+def test_config_from_args_reads_the_eight_settings():
+    import argparse
+
+    args = argparse.Namespace(n_tokens=6, n_centroids_max=3, sinkhorn_lambda=10.0, sinkhorn_iterations=2,
+                              pos_alpha=1.0, uniform_marginals=True, marginals_temp_r=1.5, marginals_temp_c=0.5,
+                              unrelated="ignored")
+    cfg = ClusteringConfig.from_args(args)
+    assert (cfg.n_tokens, cfg.n_centroids_max, cfg.sinkhorn_lambda, cfg.sinkhorn_iterations, cfg.pos_alpha,
+            cfg.uniform_marginals, cfg.marginals_temp_r, cfg.marginals_temp_c) == (6, 3, 10.0, 2, 1.0, True, 1.5, 0.5)
+    with pytest.raises(AttributeError):
+        cfg.n_tokens = 4  # frozen
+
+
 def test_student_shape_mismatch_raises():
     keys, last_tokens, positions, seeds = random_inputs()
-    result = cluster_views(keys, last_tokens, positions, 3, seeds=seeds)
+    result = run(keys, last_tokens, positions, 3, seeds=seeds)
     with pytest.raises(ValueError, match="student_last_tokens"):
-        student_cluster_tokens(result, last_tokens[:, :10], 3)
+        student_cluster_tokens(result, last_tokens[:, :10])

@@ -1,4 +1,4 @@
-"""Tests for croc_utils/loss.py against hand-written cross-entropies, entropies and KLs (spec section 4),
+"""Tests for croc_utils/loss.py against hand-written cross-entropies, entropies and KLs (docs/algorithm.md section 4),
 including a 2-process gloo group whose centres must equal the single-process result on the concatenated batch."""
 
 import math
@@ -117,6 +117,27 @@ def test_no_valid_cluster_gives_zero_term_and_keeps_center_c():
     assert torch.isfinite(s_cls.grad).all()
     logs = loss.diagnostics()
     assert logs["ent_c"].item() == 0.0 and logs["kl_c"].item() == 0.0 and math.isfinite(logs["kl"].item())
+
+
+def test_invalid_slots_count_nowhere():
+    """Slots marked invalid (any values) change neither the terms, the centres nor the diagnostics."""
+    s_cls, t_cls, s_c, t_c = random_batch(n_clusters=4)
+    valid = torch.tensor([True, False, True, False])
+    keep = valid.repeat(2)
+    compact, masked = make_loss(), make_loss()
+    garbage = torch.randn(2 * 4, OUT_C) * 50
+    s_masked, t_masked = torch.where(keep[:, None], s_c, garbage), torch.where(keep[:, None], t_c, -garbage)
+    expected = compact(s_cls, t_cls, 1, s_c[keep], t_c[keep])
+    got = masked(s_cls, t_cls, 1, s_masked, t_masked, valid)
+    for mine, theirs in zip(got, expected):
+        assert mine.item() == pytest.approx(theirs.item(), rel=1e-6)
+    torch.testing.assert_close(masked.center_c, compact.center_c)
+    for key, value in compact.diagnostics().items():
+        assert masked.diagnostics()[key].item() == pytest.approx(value.item(), rel=1e-5), key
+    none_valid = make_loss()
+    none_valid.center_c.copy_(torch.ones(1, OUT_C))
+    _, cluster = none_valid(s_cls, t_cls, 1, s_masked, t_masked, torch.zeros(4, dtype=torch.bool))
+    assert cluster.item() == 0.0 and none_valid.center_c.eq(1).all()
 
 
 def test_gradients_reach_student_only():

@@ -127,7 +127,19 @@ def test_head_layout_and_frozen_gains():
 def test_network_groups_resolutions_and_pools_clusters():
     net = CrOCNetwork(_small(vit_tiny, 16), CrOCHead(192, 16, 8)).eval()
     crops = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.randn(2, 3, 16, 16)]
-    out = net(crops, cluster_pool=lambda tokens: (tokens[:, 0], tokens[:, 1]))
+    out = net(crops, cluster_pool=lambda tokens: torch.stack([tokens[:, 0], tokens[:, 1]]))
     assert out.cls_logits.shape == (6, 16)
     assert out.backbone.tokens.shape == (4, 5, 192)
     assert out.cluster_logits.shape == (8, 8)
+
+
+def test_head_leaves_invalid_cluster_rows_out_of_batchnorm_statistics():
+    torch.manual_seed(0)
+    head = CrOCHead(12, 16, 8, use_bn=True).train()
+    x = torch.randn(6, 12)
+    valid = torch.tensor([True, False, True, True, False, True])
+    out = head(x, cluster=True, valid=valid)
+    torch.testing.assert_close(out[valid], head(x[valid], cluster=True))  # statistics of the valid rows only
+    assert out[~valid].eq(0).all()
+    plain = CrOCHead(12, 16, 8).eval()
+    torch.testing.assert_close(plain(x, cluster=True, valid=valid), plain(x, cluster=True))  # no BN: no effect
