@@ -372,12 +372,15 @@ def cluster_validity(assignments: Tensor) -> Tensor:
 def rescale_clusters(pooled: Tensor, valid: Tensor, cls_norm: Tensor) -> Tensor:
     """L2-normalise the valid clusters and scale them to the mean CLS norm; invalid slots become 0 (steps 10-11).
 
+    In float32 whatever the input: an empty slot is a zero vector, and normalising it in float16 divides 0 by an
+    epsilon that float16 rounds to 0 (NaN), which the zero weight of the slot would not remove.
+
     Args:
         pooled: (2, b', K, D); valid: (b'*K,) bool; cls_norm: () scalar tensor.
     Returns:
-        (2, b'*K, D).
+        (2, b'*K, D) float32.
     """
-    return F.normalize(pooled.flatten(1, 2), dim=-1) * (cls_norm * valid)[None, :, None]
+    return F.normalize(pooled.flatten(1, 2).float(), dim=-1) * (cls_norm.float() * valid)[None, :, None]
 
 
 def _check_inputs(keys: Tensor, last_tokens: Tensor, patch_positions: Tensor, cfg: ClusteringConfig,

@@ -509,3 +509,15 @@ def test_student_shape_mismatch_raises():
     result = run(keys, last_tokens, positions, 3, seeds=seeds)
     with pytest.raises(ValueError, match="student_last_tokens"):
         student_cluster_tokens(result, last_tokens[:, :10])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_empty_slots_stay_finite_in_half_precision(dtype):
+    keys, last_tokens, positions, seeds = random_inputs()
+    result = run(keys, last_tokens, positions, 3, seeds=seeds)
+    assert not result.valid.all()  # some empty slots to normalise
+    student = last_tokens.to(dtype).requires_grad_(True)
+    tokens = student_cluster_tokens(result, student)
+    assert torch.isfinite(tokens).all() and tokens[:, ~result.valid].eq(0).all()
+    tokens.sum().backward()
+    assert torch.isfinite(student.grad).all()

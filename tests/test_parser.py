@@ -51,6 +51,28 @@ def test_launcher_and_aliases():
     (["--global_crops_size", "100"], "--global_crops_size"),
     (["--batch_size_per_gpu", "0"], "--batch_size_per_gpu"),
     (["--optimizer", "adam"], "--optimizer"),
+    (["--lr", "-1"], "--lr"),
+    (["--min_lr", "-1e-6"], "--min_lr"),
+    (["--weight_decay", "-0.1"], "--weight_decay"),
+    (["--weight_decay_end", "nan"], "--weight_decay_end"),
+    (["--momentum_teacher", "1.5"], "--momentum_teacher"),
+    (["--momentum_teacher", "-0.1"], "--momentum_teacher"),
+    (["--teacher_temp", "0"], "--teacher_temp"),
+    (["--warmup_teacher_temp_c", "-0.04"], "--warmup_teacher_temp_c"),
+    (["--student_temp_c", "0"], "--student_temp_c"),
+    (["--drop_path_rate", "1.0"], "--drop_path_rate"),
+    (["--clip_grad", "-3"], "--clip_grad"),
+    (["--alpha_s", "-1"], "--alpha_s"),
+    (["--sinkhorn_lambda", "0"], "--sinkhorn_lambda"),
+    (["--marginals_temp_r", "0"], "--marginals_temp_r"),
+    (["--pos_alpha", "-4"], "--pos_alpha"),
+    (["--sinkhorn_iterations", "0"], "--sinkhorn_iterations"),
+    (["--n_tokens", "500", "--global_crops_size", "64"], "--n_tokens"),
+    (["--warmup_epochs", "20", "--epochs", "10"], "--warmup_epochs"),
+    (["--synthetic_size", "8"], "--synthetic_size"),
+    (["--prefetch_factor", "0"], "--prefetch_factor"),
+    (["--precision", "fp8"], "--precision"),
+    (["--augment_on", "gpu"], "--augment_on"),
 ])
 def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     with pytest.raises(SystemExit) as err:
@@ -64,3 +86,22 @@ def test_help_mentions_true_defaults():
     text = subprocess.run([sys.executable, "-m", "croc_utils.parser", "--help"], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     assert "Default: 65536" in text and "Default: 0.996" in text
+
+
+def test_short_run_zeroes_the_warmups_with_a_notice(capsys):
+    args = parse_args(["--epochs", "2", "--warmup_epochs", "1", "--warmup_teacher_temp_epochs", "1"])
+    assert args.warmup_epochs == 0 and args.warmup_teacher_temp_epochs == 0
+    assert "--warmup_epochs (1)" in capsys.readouterr().out
+    parse_args(["--epochs", "2", "--warmup_epochs", "0"])
+    assert capsys.readouterr().out == ""  # nothing changed, nothing said
+
+
+def test_clustering_and_crop_defaults_have_one_home():
+    from croc_utils.clustering import ClusteringConfig
+    from croc_utils.transforms import CrOCAugmentation
+
+    args = parse_args([])
+    assert ClusteringConfig.from_args(args) == ClusteringConfig()
+    aug = CrOCAugmentation()
+    assert (aug.global_crops_scale, aug.local_crops_scale, aug.global_crops_size, aug.local_crops_size) == (
+        args.global_crops_scale, args.local_crops_scale, args.global_crops_size, args.local_crops_size)

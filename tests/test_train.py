@@ -158,3 +158,13 @@ def test_local_crops_and_which_features_last_train(tmp_path):
               "--which_features", "last")
     line = json.loads(open(os.path.join(out, "log.txt")).readline())
     assert line["train_d_loss"] == line["train_d_loss"] and line["train_s_loss"] == line["train_s_loss"]
+
+
+def test_bf16_trains_on_cpu_and_a_run_can_switch_precision_on_resume(tmp_path):
+    out = run(tmp_path, "mixed", "--epochs", "1", "--precision", "bf16")
+    line = json.loads(open(os.path.join(out, "log.txt")).readline())
+    assert line["train_loss"] == line["train_loss"]  # finite, not NaN
+    assert "fp16_scaler" not in load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    run(tmp_path, "mixed", "--epochs", "2", "--precision", "fp16")  # resumes with a fresh grad scaler
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert ckpt["epoch"] == 2 and "fp16_scaler" in ckpt
