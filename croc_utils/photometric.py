@@ -5,7 +5,8 @@ random stream as the faithful PIL path), turns them into a fixed-length float te
 returns them with the uint8 crop; torch's default collate stacks them into (B, PARAMS_LENGTH). `apply_photometric`
 then runs, in DINO's order, colour jitter (each image's four ops in its own drawn order), grayscale, Gaussian blur,
 solarisation and normalisation on the whole batch at once: no loop over images, no host synchronisation (every
-per-image choice is a `torch.where`, every shape is fixed), so it runs on any device and under CUDA graphs.
+per-image choice is a `torch.where` or a blend with factor exactly 0 or 1, every shape is fixed), so it runs on any
+device, and `torch.compile(apply_photometric, fullgraph=True)` compiles it (checked on CPU).
 
 Semantics: each op equals torchvision.transforms.v2.functional's tensor op on float images in [0, 1] with that image's
 factor (adjust_brightness / adjust_contrast / adjust_saturation / adjust_hue, rgb_to_grayscale with 3 channels,
@@ -124,14 +125,16 @@ def apply_photometric(
     if isinstance(params, torch.Tensor):
         params = unpack_colour_params(params.to(images.device, non_blocking=True))
     with _autocast_off(images.device):
-        x = images.float() if images.is_floating_point() else images.to(torch.float32).mul_(1.0 / 255)
+        x = images.to(torch.float32, copy=True) if images.is_floating_point() else images.float().mul_(1.0 / 255)
+        # Without jitter an image must stay untouched, and the HSV round trip of a zero hue shift is not exact.
         x = torch.where(_per_image(params.jitter), colour_jitter(x, params.factors, params.order), x)
-        x = torch.where(_per_image(params.grayscale), rgb_to_grayscale(x), x)
+        x = grayscale_where(x, params.grayscale)
         x = torch.where(_per_image(params.blur), gaussian_blur(x, params.sigma, kernel_size), x)
-        x = torch.where(_per_image(params.solarize), solarize(x), x)
-        mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return x.sub_(mean_t).div_(std_t)
+        x = solarize(x, params.solarize)
+        # Python scalars, not a tensor built from a list: that would be a blocking host-to-device copy per call.
+        for channel in range(3):
+            x[:, channel].sub_(mean[channel]).div_(std[channel])
+        return x
 
 
 def _check_inputs(images: torch.Tensor, params, kernel_size: int) -> None:
@@ -143,7 +146,7 @@ def _check_inputs(images: torch.Tensor, params, kernel_size: int) -> None:
     if rows != images.shape[0]:
         raise ValueError(f"apply_photometric: {rows} parameter rows for {images.shape[0]} images")
     if kernel_size % 2 == 0 or kernel_size < 1 or min(images.shape[-2:]) <= kernel_size // 2:
-        raise ValueError(f"apply_photometric: kernel_size {kernel_size} must be odd and < 2 * min(H, W)")
+        raise ValueError(f"apply_photometric: kernel_size {kernel_size} must be odd with kernel_size // 2 < H, W")
 
 
 def _autocast_off(device: torch.device):
@@ -162,21 +165,35 @@ def colour_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -
     """Brightness, contrast, saturation and hue, each image in its own order (torchvision ColorJitter semantics).
 
     Args:
-        x: (B, 3, H, W) float in [0, 1]; factors: (B, 4) as `PhotometricParams.factors`; order: (B, 4) long.
+        x: (B, 3, H, W) float in [0, 1]; factors: (B, 4) as `PhotometricParams.factors`; order: (B, 4) long, each
+            row a permutation of 0..3.
     Returns:
-        (B, 3, H, W). All four ops are applied to every image (identity factors leave an image nearly unchanged; the
-        caller selects with the jitter flag).
+        (B, 3, H, W): every image with its four ops applied in its order.
+
+    Each image's order is (blends before hue) hue (blends after hue), where brightness, contrast and saturation are
+    blends with a per-image target (0, the mean gray level, the gray image). So the batch runs the blends of
+    positions 0-2 that come before each image's hue, one hue shift for all, then the blends of positions 1-3 that
+    come after it: six blend steps and one hue shift instead of evaluating all four ops at all four positions. A
+    blend step an image skips gets factor 1, which is exactly the identity (x * 1 + target * 0).
     """
-    for position in range(4):
-        op = order[:, position]  # (B,)
-        factor = _per_image(factors.gather(1, op[:, None]).squeeze(1))  # (B, 1, 1, 1): this step's factor
-        # Brightness, contrast and saturation are all blends with a per-image target: 0, the mean gray, the gray
-        # image. One blend per step serves all three; hue is computed for the whole batch and selected.
-        gray = _luma(x)  # (B, 1, H, W)
-        target = torch.where(_per_image(op == SATURATION), gray, gray.mean(dim=(1, 2, 3), keepdim=True))
-        target = torch.where(_per_image(op == BRIGHTNESS), torch.zeros_like(target), target)
-        x = torch.where(_per_image(op == HUE), adjust_hue(x, factor), _blend(x, target, factor))
+    hue_at = (order == HUE).long().argmax(dim=1)  # (B,) position of each image's hue shift
+    for position in range(3):
+        x = _blend_step(x, factors, order[:, position], active=hue_at > position)
+    x = adjust_hue(x, factors[:, HUE])
+    for position in range(1, 4):
+        x = _blend_step(x, factors, order[:, position], active=hue_at < position)
     return x
+
+
+def _blend_step(x: torch.Tensor, factors: torch.Tensor, op: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """One jitter position for the whole batch: op (B,) long, active (B,) bool; inactive or hue images unchanged."""
+    factor = factors.gather(1, op[:, None]).squeeze(1)  # (B,) this step's factor
+    factor = torch.where(active & (op != HUE), factor, torch.ones_like(factor))
+    gray = _luma(x)  # (B, 1, H, W)
+    # Exclusive 0/1 masks select the target exactly: gray image, mean gray level, or 0 (brightness, and hue).
+    is_saturation, is_contrast = _per_image(op == SATURATION), _per_image(op == CONTRAST)
+    target = gray * is_saturation + gray.mean(dim=(1, 2, 3), keepdim=True) * is_contrast
+    return _blend(x, target, _per_image(factor))
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -206,50 +223,46 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """x (B, 3, H, W) in [0, 1], factor (B,) or (B, 1, 1, 1) in [-0.5, 0.5] -> hue rotated by factor turns."""
-    h, s, v = _rgb_to_hsv(x).unbind(dim=1)  # each (B, H, W)
-    h = (h + factor.view(-1, 1, 1)).remainder_(1.0)
-    return _hsv_to_rgb(h, s, v)
+    """x (B, 3, H, W) in [0, 1], factor (B,) in [-0.5, 0.5] -> hue rotated by `factor` turns, as torchvision.
 
-
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB -> (B, 3, H, W) HSV, each in [0, 1]; PIL's formulas, as torchvision computes them."""
-    r, g, b = x.unbind(dim=1)
-    minc, maxc = torch.aminmax(x, dim=1)
-    flat = maxc == minc  # gray pixels: every difference below is 0, so hue and saturation are 0, without 0 / 0
-    chroma = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = chroma / torch.where(flat, ones, maxc)
-    rc, gc, bc = ((maxc.unsqueeze(1) - x) / torch.where(flat, ones, chroma).unsqueeze(1)).unbind(dim=1)
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    The hue is PIL's / torchvision's (same formulas and masks). Back to RGB, a shift in the HSV hexcone keeps each
+    pixel's max and min and moves the channels along the hexagon: channel n = max - chroma * clamp(min(k, 4 - k), 0,
+    1) with k = (n + 6 h) mod 6, n = 5, 3, 1 for r, g, b. That closed form equals torchvision's sector table (v, p,
+    q, t) to float rounding and needs no per-pixel gather (slow on CPU).
+    """
+    r, g, b = x.unbind(dim=1)  # each (B, H, W)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    flat = chroma == 0  # gray pixels: every difference below is 0, so their hue is 0, without 0 / 0
+    rc, gc, bc = ((maxc.unsqueeze(1) - x) / (chroma + flat).unsqueeze(1)).unbind(dim=1)
+    max_is_r = maxc == r
+    max_is_g = (maxc == g) & ~max_is_r
+    max_is_b = ~(max_is_r | max_is_g)
+    hue = (bc - gc) * max_is_r + (2.0 + rc - bc) * max_is_g + (4.0 + gc - rc) * max_is_b  # exclusive masks
     # Multiply by the float 1/6 (not divide by 6) for the same rounding as torchvision.
-    h = h.mul_(1.0 / 6.0).add_(1.0).fmod_(1.0)
-    return torch.stack((h, s, maxc), dim=1)
-
-
-# Sector i of the hue circle -> which of (v, p, q, t) becomes r, g, b.
-_HSV_SECTORS = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
-
-
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """h, s, v (B, H, W) -> (B, 3, H, W) RGB."""
-    h6 = h * 6
-    sector = torch.floor(h6)
-    frac = h6 - sector
-    sxf = s * frac
-    one_minus_s = 1.0 - s
-    q = (1.0 - sxf).mul_(v).clamp_(0.0, 1.0)
-    t = (sxf + one_minus_s).mul_(v).clamp_(0.0, 1.0)
-    p = (one_minus_s * v).clamp_(0.0, 1.0)
-    vpqt = torch.stack((v, p, q, t), dim=1)  # (B, 4, H, W)
-    table = torch.tensor(_HSV_SECTORS, dtype=torch.long, device=h.device)  # (3, 6)
-    select = table[:, sector.long().remainder_(6)].movedim(0, 1)  # (B, 3, H, W)
-    return vpqt.gather(1, select)
+    hue = hue.mul_(1.0 / 6.0).add_(1.0).fmod_(1.0)
+    hue6 = (hue + factor.view(-1, 1, 1)).remainder_(1.0).mul_(6.0)
+    sector = hue6.floor()
+    frac = hue6 - sector  # exact
+    channels = []
+    for n in (5, 3, 1):
+        # k = j + frac with an exact integer j: the weight is frac, 1, 1, 1 - frac, 0, 0 for j = 0..5, each rounded
+        # once, as torchvision's p, q, t (adding n to frac in float would cost ~5e-7).
+        j = (sector + n).remainder_(6.0)
+        weight = torch.minimum(j + frac, (4.0 - j).sub_(frac)).clamp_(0.0, 1.0)
+        channels.append(maxc - chroma * weight)
+    return torch.stack(channels, dim=1)
 
 
 def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, H, W) gray, torchvision's weights, repeated over 3 channels."""
     return _luma(x).expand_as(x)
+
+
+def grayscale_where(x: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+    """Grayscale the images whose flag (B,) is set: a blend with the gray image, factor 0 (exactly the gray image,
+    as x * 0 + gray * 1) or 1 (exactly x)."""
+    return _blend(x, _luma(x), _per_image((~flag).to(x.dtype)))
 
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -276,6 +289,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int = BLUR_
     return y.view(batch, channels, height, width)
 
 
-def solarize(x: torch.Tensor) -> torch.Tensor:
-    """Invert values >= 128/255: PIL's solarize(threshold=128) on the uint8 grid, torchvision's float solarize."""
-    return torch.where(x >= SOLARIZE_THRESHOLD, 1.0 - x, x)
+def solarize(x: torch.Tensor, flag: torch.Tensor | None = None) -> torch.Tensor:
+    """Invert values >= 128/255 of the images whose flag (B,) is set (all if None): PIL's solarize(threshold=128) on
+    the uint8 grid, torchvision's float solarize(img, 128 / 255)."""
+    invert = x >= SOLARIZE_THRESHOLD
+    return torch.where(invert if flag is None else invert & _per_image(flag), 1.0 - x, x)

@@ -153,7 +153,8 @@ def test_pipeline_matches_torchvision_image_by_image(kernel_size):
     params = mixed_params(len(images), seed=4)
     assert len({p.jitter_order for p in params if p.jitter is not None}) > 3  # several orders in one batch
     ours = apply_photometric(images, pack_colour_params(params), kernel_size=kernel_size)
-    expected = torch.stack([torchvision_pipeline(img, float32_params(p), kernel_size) for img, p in zip(images, params)])
+    expected = [torchvision_pipeline(img, float32_params(p), kernel_size) for img, p in zip(images, params)]
+    expected = torch.stack(expected)
     assert ours.dtype == torch.float32 and ours.shape == images.shape
     assert (ours - expected).abs().max() <= PIPELINE_TOL
 
@@ -197,6 +198,8 @@ def test_rows_collate_and_unpack():
         assert bool(unpacked.blur[i]) == (p.blur_radius is not None)
         assert math.isclose(float(unpacked.sigma[i]), p.blur_radius or 0.0, rel_tol=1e-6)
     assert not (unpacked.jitter[5] or unpacked.grayscale[5] or unpacked.blur[5] or unpacked.solarize[5])
+    images = random_images(batch=6, size=24)
+    assert torch.equal(apply_photometric(images, unpacked), apply_photometric(images, packed))
 
 
 def within(count: int, n: int, p: float, sds: float = 4.0) -> bool:
