@@ -1,4 +1,6 @@
-"""Batched photometric augmentation on the training device, from colour parameters drawn on the CPU (spec section 1).
+"""Batched photometric augmentation on the training device, from colour parameters drawn on the CPU.
+
+docs/algorithm.md section 1 (`--augment_on device`).
 
 The loader draws each view's `ColourParams` with `croc_utils.transforms.sample_colour_params` (same distributions, same
 random stream as the faithful PIL path), turns them into a fixed-length float tensor with `colour_params_tensor`, and
@@ -30,15 +32,22 @@ images). Its brightness, hue, solarize and per-sample-sigma gaussian_blur2d do m
 blur is not worth a dependency.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, ColourParams
+if TYPE_CHECKING:  # transforms imports this module (the workers pack what they draw)
+    from croc_utils.transforms import ColourParams
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation of both paths (croc_utils.transforms re-exports them)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Column layout of a packed row: [jitter, brightness, contrast, saturation, hue, order0..3, grayscale, sigma, solarize].
 PARAMS_LENGTH = 12

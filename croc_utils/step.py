@@ -2,7 +2,7 @@
 
 The step, with the shapes of a batch of B images of two S x S global views (N = (S/p)^2 patches, H heads)::
 
-    crops, positions = batch_to_device(batch, device)     # [v1, v2, v1, v2, *locals] (B, 3, S, S); (B, 2N, 2)
+    crops, positions = batch_to_device(batch, device)     # [v1, v2, *locals] (B, 3, S, S); (B, 2N, 2)
     out = forward_step(batch, student, teacher, croc_loss, epoch, cluster_cfg=..., alpha_s=..., precision=...)
         # teacher(v1, v2) -> keys (2B, H, 1+N, d), tokens (2B, 1+N, D), CLS logits (2B, out_dim)
         # cluster_views -> teacher cluster tokens (2, M, D), M = B*H*n_centroids_max slots, valid (M,)
@@ -27,6 +27,7 @@ from croc_utils.checkpoint import unwrap
 from croc_utils.clustering import ClusteringConfig, ClusteringResult, cluster_views, student_cluster_tokens
 from croc_utils.loss import CrOCLoss
 from croc_utils.optim import cancel_gradients_last_layer, clip_gradients, ema_update
+from croc_utils.photometric import apply_photometric
 from models import CrOCHead, CrOCNetwork, build_backbone
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -123,8 +124,15 @@ class StepOutput:
 
 
 def batch_to_device(batch: dict, device: torch.device) -> tuple[list[Tensor], Tensor]:
-    """The crops [v1, v2, v1, v2, *locals] on ``device`` and the two global views' patch positions (B, 2N, 2)."""
+    """The crops [v1, v2, *locals] on ``device``, normalised, and the global views' patch positions (B, 2N, 2).
+
+    A batch made with ``--augment_on device`` holds uint8 crops and each view's drawn colour operations
+    ('colour_params'), applied here on the device (docs/algorithm.md section 1).
+    """
     crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
+    if "colour_params" in batch:
+        crops = [apply_photometric(crop, params.to(device, non_blocking=True))
+                 for crop, params in zip(crops, batch["colour_params"])]
     positions = torch.cat(batch["patch_positions"][:2], dim=1).to(device, non_blocking=True)
     return crops, positions
 
@@ -132,19 +140,19 @@ def batch_to_device(batch: dict, device: torch.device) -> tuple[list[Tensor], Te
 def forward_step(batch: dict, student: nn.Module, teacher: CrOCNetwork, croc_loss: CrOCLoss, epoch: int, *,
                  cluster_cfg: ClusteringConfig, alpha_s: float, precision: Precision,
                  device: torch.device) -> StepOutput:
-    """Teacher on views 1-2, clustering, student on views 3-4 (+ local crops), loss (docs/algorithm.md 3-4)."""
+    """Teacher on views 1-2, clustering, student on views 1-2 (+ local crops), loss (docs/algorithm.md 3-4)."""
     with phase("data_to_device"):
         crops, positions = batch_to_device(batch, device)
     with torch.no_grad():
         with precision.autocast(), phase("teacher_forward"):
-            teacher_out = teacher(crops[:2])
+            teacher_out = teacher(crops[:2])  # the global views; the student sees them and the local crops
         with phase("clustering"):
             clusters = cluster_views(teacher_out.backbone.keys, teacher_out.backbone.tokens, positions, cluster_cfg)
             with precision.autocast():
                 teacher_c = teacher.head(clusters.teacher_tokens.flatten(0, 1), cluster=True,
                                          valid=clusters.valid.repeat(2))
     with precision.autocast(), phase("student_forward"):
-        student_out = student(crops[2:], cluster_pool=lambda tokens: student_cluster_tokens(clusters, tokens),
+        student_out = student(crops, cluster_pool=lambda tokens: student_cluster_tokens(clusters, tokens),
                               cluster_valid=clusters.valid)
         dino_term, cluster_term = croc_loss(student_out.cls_logits, teacher_out.cls_logits, epoch,
                                             student_out.cluster_logits, teacher_c, clusters.valid)

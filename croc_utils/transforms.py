@@ -19,8 +19,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from croc_utils.photometric import IMAGENET_MEAN, IMAGENET_STD, colour_params_tensor
+
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # The released defaults of the crop flags (the parser takes its defaults from here).
 GLOBAL_CROPS_SCALE = (0.25, 1.0)
@@ -192,9 +192,11 @@ def _check_scale(scale, flag: str) -> tuple[float, float]:
 
 
 class CrOCAugmentation:
-    """Two global views [v1, v2, v1, v2] (+ optional DINO-style local crops) with their positions.
+    """The two global views of an image (+ optional DINO-style local crops) with their positions.
 
-    docs/algorithm.md section 1.
+    docs/algorithm.md section 1. The released code hands the model [v1, v2, v1, v2]: the teacher takes the first two
+    entries and the student the last two, the same views. We hand each view once, [v1, v2, *locals]: the teacher
+    takes the first two, the student all of them (the same computation, without collating each global view twice).
 
     Args:
         global_crops_scale: area range of the global crops; `global_crops_size`: their side S (multiple of
@@ -202,9 +204,16 @@ class CrOCAugmentation:
         local_crops_number: local crops for the student (0 = the release); `local_crops_scale`, `local_crops_size`:
             their area range and side.
         colour: False skips every colour operation (normalisation stays), e.g. to test positions.
-    Calling it on a PIL RGB image returns a dict with, in the order [v1, v2, v1, v2, *locals]:
-        'crops': (3, S, S) float tensors; 'positions': (2, S, S) per-pixel original-image (x, y);
-        'patch_positions': (N, 2) per-patch means; and 'params' ([ViewParams] for v1, v2, *locals) if asked.
+        colour_on_device: return uint8 crops and the drawn colour operations (``--augment_on device``) instead of
+            applying them here; ``croc_utils.photometric.apply_photometric`` applies them on the training device.
+            The random draws are the same either way.
+        pixel_positions: also return every pixel's original-image position (training needs the patches' only).
+    Calling it on a PIL RGB image returns a dict of lists in the order [v1, v2, *locals]:
+        'crops': (3, S, S) float tensors, normalised (uint8 and not colour-augmented with ``colour_on_device``);
+        'patch_positions': (N, 2) per-patch original-image (x, y);
+        'colour_params': (PARAMS_LENGTH,) rows of the drawn colour operations, with ``colour_on_device`` only;
+        'positions': (2, S, S) per-pixel (x, y), with ``pixel_positions`` only;
+        'params': [ViewParams], if ``return_params``.
     """
 
     def __init__(
@@ -215,7 +224,10 @@ class CrOCAugmentation:
         local_crops_number: int = 0,
         local_crops_scale=LOCAL_CROPS_SCALE,
         local_crops_size: int = LOCAL_CROPS_SIZE,
+        *,
         colour: bool = True,
+        colour_on_device: bool = False,
+        pixel_positions: bool = False,
     ):
         _check_size(global_crops_size, patch_size, "global_crops_size")
         if local_crops_number < 0:
@@ -228,13 +240,15 @@ class CrOCAugmentation:
         self.local_crops_size = local_crops_size
         self.local_crops_number = local_crops_number
         self.patch_size = patch_size
-        self.colour = colour
+        self.colour, self.colour_on_device, self.pixel_positions = colour, colour_on_device, pixel_positions
 
     @classmethod
     def from_args(cls, args, **kwargs) -> "CrOCAugmentation":
-        """The augmentation of a run's flags (``--global_crops_*``, ``--local_crops_*``, ``--patch_size``)."""
+        """The augmentation of a run's flags (``--global_crops_*``, ``--local_crops_*``, ``--patch_size``,
+        ``--augment_on``)."""
         return cls(args.global_crops_scale, args.global_crops_size, args.patch_size, args.local_crops_number,
-                   args.local_crops_scale, args.local_crops_size, **kwargs)
+                   args.local_crops_scale, args.local_crops_size,
+                   colour_on_device=getattr(args, "augment_on", "cpu") == "device", **kwargs)
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None, return_params: bool = False):
         global_args = (self.global_crops_size, self.global_crops_scale)
@@ -242,23 +256,26 @@ class CrOCAugmentation:
         specs = [(*global_args, VIEW1_COLOUR), (*global_args, VIEW2_COLOUR)]
         specs += [(*local_args, LOCAL_COLOUR)] * self.local_crops_number
         views = [self._view(img, size, scale, pipeline, generator) for size, scale, pipeline in specs]
-        # The teacher takes the first two entries and the student the last ones: the same two global views.
-        order = [0, 1, 0, 1, *range(2, len(views))]
-        out = {key: [views[k][i] for k in order] for i, key in enumerate(("crops", "positions", "patch_positions"))}
-        if return_params:
-            out["params"] = [view[3] for view in views]
+        out = {key: [view[key] for view in views] for key in views[0]}
+        if not return_params:
+            del out["params"]
         return out
 
-    def _view(self, img: Image.Image, size: int, scale, pipeline: ColourPipeline, generator):
-        """One view: (crop (3, S, S), pixel positions (2, S, S), patch positions (N, 2), ViewParams)."""
+    def _view(self, img: Image.Image, size: int, scale, pipeline: ColourPipeline, generator) -> dict:
+        """One view: crop, patch positions (N, 2), ViewParams, and colour row / pixel positions when asked."""
         box = sample_crop_box(img.height, img.width, scale, generator=generator)
         flip = bool(torch.rand(1, generator=generator) < 0.5)
         colour = sample_colour_params(pipeline, generator) if self.colour else None
         view = resized_crop(img, box, size, flip)
-        if colour is not None:
-            view = apply_colour(view, colour)
         pixel_map, patch_pos = self.view_positions(box, flip, size)
-        return normalize(view), pixel_map, patch_pos, ViewParams(box, flip, colour)
+        out = {"patch_positions": patch_pos, "params": ViewParams(box, flip, colour)}
+        if self.colour_on_device:
+            out.update(crops=TF.pil_to_tensor(view), colour_params=colour_params_tensor(colour))
+        else:
+            out["crops"] = normalize(view if colour is None else apply_colour(view, colour))
+        if self.pixel_positions:
+            out["positions"] = pixel_map
+        return out
 
     def view_positions(self, box: CropBox, flip: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions of one view; a method so a benchmark can swap in the released grid computation."""

@@ -168,3 +168,10 @@ def test_bf16_trains_on_cpu_and_a_run_can_switch_precision_on_resume(tmp_path):
     run(tmp_path, "mixed", "--epochs", "2", "--precision", "fp16")  # resumes with a fresh grad scaler
     ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
     assert ckpt["epoch"] == 2 and "fp16_scaler" in ckpt
+
+
+def test_augment_on_device_trains_on_cpu(tmp_path):
+    out = run(tmp_path, "device_aug", "--epochs", "1", "--augment_on", "device", "--local_crops_number", "1",
+              "--local_crops_size", "32")
+    line = json.loads(open(os.path.join(out, "log.txt")).readline())
+    assert line["train_loss"] == line["train_loss"] and line["train_mean_k"] >= 2

@@ -54,7 +54,8 @@ def test_decoded_coordinates_match_positions(width, height, size, patch, scale):
     budget covers bicubic's renormalised taps near the crop border when upsampling (PIL's exact resampling).
     """
     aug = CrOCAugmentation(
-        scale, size, patch, local_crops_number=2, local_crops_scale=scale, local_crops_size=size, colour=False
+        scale, size, patch, local_crops_number=2, local_crops_scale=scale, local_crops_size=size, colour=False,
+        pixel_positions=True,
     )
     img = coordinate_image(width, height)
     gen = torch.Generator().manual_seed(0)
@@ -134,16 +135,17 @@ def test_position_formula_by_hand():
 
 def test_output_layout_and_two_views():
     aug = CrOCAugmentation(
-        (0.25, 1.0), 32, 16, local_crops_number=3, local_crops_scale=(0.05, 0.25), local_crops_size=16
+        (0.25, 1.0), 32, 16, local_crops_number=3, local_crops_scale=(0.05, 0.25), local_crops_size=16,
+        pixel_positions=True,
     )
     img = coordinate_image(100, 70)
     out = aug(img, generator=torch.Generator().manual_seed(3), return_params=True)
     crops, positions, patches = out["crops"], out["positions"], out["patch_positions"]
-    assert len(crops) == len(positions) == len(patches) == 7
-    assert crops[0] is crops[2] and crops[1] is crops[3] and positions[0] is positions[2]
-    assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 4 + [(3, 16, 16)] * 3
-    assert [tuple(p.shape) for p in positions] == [(2, 32, 32)] * 4 + [(2, 16, 16)] * 3
-    assert [tuple(p.shape) for p in patches] == [(4, 2)] * 4 + [(1, 2)] * 3
+    assert set(out) == {"crops", "positions", "patch_positions", "params"}
+    assert len(crops) == len(positions) == len(patches) == len(out["params"]) == 5  # [v1, v2, *locals], once each
+    assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+    assert [tuple(p.shape) for p in positions] == [(2, 32, 32)] * 2 + [(2, 16, 16)] * 3
+    assert [tuple(p.shape) for p in patches] == [(4, 2)] * 2 + [(1, 2)] * 3
     assert all(p.dtype == torch.float32 for p in positions + patches)
     # Both views come from the same image but from different crops.
     v1, v2 = out["params"][:2]
@@ -153,7 +155,7 @@ def test_output_layout_and_two_views():
 
 
 def test_generator_makes_views_reproducible():
-    aug = CrOCAugmentation((0.25, 1.0), 32, 16)
+    aug = CrOCAugmentation((0.25, 1.0), 32, 16, pixel_positions=True)
     img = coordinate_image(60, 50)
     a = aug(img, generator=torch.Generator().manual_seed(5))
     b = aug(img, generator=torch.Generator().manual_seed(5))
@@ -238,3 +240,25 @@ def test_bad_arguments_raise_clear_errors():
         CrOCAugmentation(local_crops_number=2, local_crops_size=50)
     with pytest.raises(ValueError, match="--global_crops_scale"):
         CrOCAugmentation(global_crops_scale=(0.5, 0.2))
+
+
+def test_device_colour_path_draws_the_same_views():
+    """--augment_on device: the same boxes, flips, positions and colour draws; uint8 crops, packed colour rows."""
+    from croc_utils.photometric import colour_params_tensor
+
+    kwargs = dict(local_crops_number=1, local_crops_scale=(0.05, 0.4), local_crops_size=16)
+    cpu = CrOCAugmentation((0.25, 1.0), 32, 16, **kwargs)
+    device = CrOCAugmentation((0.25, 1.0), 32, 16, colour_on_device=True, **kwargs)
+    img = coordinate_image(90, 60)
+    for seed in range(5):
+        a = cpu(img, generator=torch.Generator().manual_seed(seed), return_params=True)
+        b = device(img, generator=torch.Generator().manual_seed(seed), return_params=True)
+        assert a["params"] == b["params"]
+        assert all(torch.equal(p, q) for p, q in zip(a["patch_positions"], b["patch_positions"]))
+        assert all(c.dtype == torch.uint8 for c in b["crops"]) and "colour_params" not in a
+        rows = [colour_params_tensor(p.colour) for p in b["params"]]
+        assert all(torch.equal(r, q) for r, q in zip(rows, b["colour_params"]))
+        for raw, view, size in zip(b["crops"], b["params"], (32, 32, 16)):  # the drawn geometry, no colour yet
+            expected = TF.pil_to_tensor(TF.resized_crop(img, view.box.top, view.box.left, view.box.height,
+                                                        view.box.width, [size, size], TF.InterpolationMode.BICUBIC))
+            assert torch.equal(raw, TF.hflip(expected) if view.flip else expected)
