@@ -51,7 +51,7 @@ class CrOCLoss(nn.Module):
         center_momentum: EMA momentum of both centres.
     """
 
-    def __init__(self, out_dim: int, out_dim_c: int, ncrops: int, warmup_teacher_temp: float, teacher_temp: float,
+    def __init__(self, out_dim: int, out_dim_c: int, ncrops: int, *, warmup_teacher_temp: float, teacher_temp: float,
                  warmup_teacher_temp_c: float, teacher_temp_c: float, warmup_teacher_temp_epochs: int, nepochs: int,
                  student_temp: float = 0.1, student_temp_c: float = 0.1, center_momentum: float = 0.9):
         super().__init__()

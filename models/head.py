@@ -20,7 +20,7 @@ class CrOCHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int = 65536, out_dim_c: int = 8192, use_bn: bool = False,
-                 norm_last_layer: bool = True, nlayers: int = 3, hidden_dim: int = 2048, bottleneck_dim: int = 256):
+                 norm_last_layer: bool = True, *, nlayers: int = 3, hidden_dim: int = 2048, bottleneck_dim: int = 256):
         super().__init__()
         nlayers = max(nlayers, 1)
         dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]

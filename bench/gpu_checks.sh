@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Every GPU check of this project in one prepared script, in stages, each under `timeout`, each writing a log and a
+# small JSON under $OUT (default ./gpu_out). Run from the repository root on the lent machine:
+#
+#   bash bench/gpu_checks.sh bench       # ~6 min on one H200: the throughput issue's numbers (both --augment_on paths)
+#   bash bench/gpu_checks.sh learn       # <= 8 min on one H200: bench/learning_evidence.py --preset gpu
+#   TINY=1 DEVICE=cpu bash bench/gpu_checks.sh bench   # the same stages with tiny sizes, to try the script on a CPU
+#
+# A stage that fails or times out is logged and the next one still runs; `summary.json` lists each stage's exit code.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+DEVICE=${DEVICE:-cuda}
+TINY=${TINY:-0}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+declare -A STATUS
+
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 seconds=$2
+    shift 2
+    echo "== $name (limit ${seconds}s): $*" | tee "$OUT/$name.log"
+    local start=$SECONDS
+    timeout "$seconds" "$@" >>"$OUT/$name.log" 2>&1
+    STATUS[$name]=$?
+    echo "== $name: exit ${STATUS[$name]} after $((SECONDS - start)) s" | tee -a "$OUT/$name.log"
+    tail -n 6 "$OUT/$name.log"
+}
+
+if [ "$TINY" = 1 ]; then
+    ARCH=vit_tiny; BATCH=4; SIZE=64; DIMS=(--out_dim 1024 --out_dim_c 256); E2E=(--workers 1 --e2e_images 16)
+    STEPS=(--steps 2 --phase_steps 1 --warmup 1 --e2e_steps 2); CLUSTER_B=(4); PHOTO=(--cases 8x64 --repeats 2)
+else
+    ARCH=vit_small; BATCH=128; SIZE=224; DIMS=(); E2E=(--workers 14 --e2e_images 2560)
+    STEPS=(--steps 20 --phase_steps 5 --warmup 5 --e2e_steps 40); CLUSTER_B=(16 64 128)
+    PHOTO=(--cases 256x224 1280x96 --repeats 20)
+fi
+
+case "${1:-bench}" in
+bench)
+    stage env 60 bash -c "nvidia-smi || true; python -c 'import torch, timm; print(torch.__version__, timm.__version__, \
+torch.cuda.is_available() and torch.cuda.get_device_name(0))'; lscpu | grep -E 'Model name|^CPU\(s\)'"
+    stage photometric 120 python bench/bench_photometric.py --device "$DEVICE" "${PHOTO[@]}"
+    stage clustering 120 python bench/bench_clustering.py --device "$DEVICE" --batch_sizes "${CLUSTER_B[@]}" \
+        --repeats 20 --teacher_repeats 5
+    stage train_bf16 300 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision bf16 \
+        --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" "${E2E[@]}" --augment_on cpu device \
+        --json "$OUT/train_bf16.json"
+    stage train_fp16_compile 240 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision fp16 \
+        --compile --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" --e2e_steps 0 --augment_on device \
+        --json "$OUT/train_fp16_compile.json"
+    stage torchrun_smoke 180 python -m torch.distributed.run --standalone --nproc_per_node=1 main_croc.py \
+        --dataset_type synthetic --synthetic_num_images 256 --synthetic_cache true --synthetic_size 128 \
+        --arch vit_tiny --global_crops_size 96 --out_dim 4096 --out_dim_c 1024 --batch_size_per_gpu 64 --epochs 2 \
+        --precision bf16 --augment_on device --num_workers 4 --output_dir "$OUT/torchrun_smoke" --device "$DEVICE"
+    ;;
+learn)
+    stage learning_evidence 540 python bench/learning_evidence.py --preset gpu --output_dir "$OUT/learning_evidence"
+    ;;
+*)
+    echo "usage: bash bench/gpu_checks.sh {bench|learn}" >&2
+    exit 2
+    ;;
+esac
+
+python - "$OUT" "$(declare -p STATUS)" <<'EOF'
+import json, re, sys
+out, declared = sys.argv[1], sys.argv[2]
+status = {k: int(v) for k, v in re.findall(r'\[(\w+)\]="?(\d+)"?', declared)}
+json.dump(status, open(f"{out}/summary.json", "w"), indent=1)
+print("summary:", status)
+EOF
