@@ -103,8 +103,11 @@ def patch_features(model: nn.Module, images: torch.Tensor, n_last_blocks: int = 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, batches: Iterable, n_last_blocks: int, device: str | torch.device,
-                     dtype: torch.dtype = torch.float16, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+                     dtype: torch.dtype = torch.float32, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Features of a whole loader, kept on the CPU: ((N, n*D, h, w) in ``dtype``, masks (N, S, S) uint8).
+
+    float32 (default) keeps the features as the backbone computed them (the authors' code never stores them);
+    float16 halves the memory at a rounding cost.
 
     ``batches`` yields (images (B, 3, S, S), masks (B, S, S)) as the paired transforms produce them.
     """
@@ -115,7 +118,7 @@ def extract_features(model: nn.Module, batches: Iterable, n_last_blocks: int, de
     return torch.cat(feats), torch.cat(masks)
 
 
-def feature_cache_gb(num_images: int, channels: int, grid: tuple[int, int], dtype=torch.float16) -> float:
+def feature_cache_gb(num_images: int, channels: int, grid: tuple[int, int], dtype=torch.float32) -> float:
     """Memory a feature cache of ``num_images`` would take, in GiB."""
     itemsize = torch.tensor([], dtype=dtype).element_size()
     return num_images * channels * grid[0] * grid[1] * itemsize / 2**30

@@ -12,9 +12,12 @@ Spec: ``evaluation.md`` sections 1 (LC, default) and 1b (``--protocol leopart``)
     python -m eval.linear_segmentation --arch vit_tiny --dataset synthetic --input_size 112 --epochs 5 \
         --synthetic_train_images 200 --synthetic_val_images 50 --output_dir out/lc_synthetic
 
-Feature cache: val features are computed once and kept (CPU, float16) whenever they fit in ``--cache_max_gb``;
-train features are cached only with ``--train_aug false``, because both protocols augment the training images
-(LC: flip/scale/rotate, Leopart: random resized crop/flip) and so need a backbone pass per image and epoch.
+Resampling follows each protocol's own code (eval/seg_transforms.py): LC as the authors' evaluation fork (OpenCV
+bicubic / nearest, train affine border labelled 0 unless ``--border_label 255``, COCO masks resized before the
+augmentation), Leopart with PIL bilinear / nearest. Feature cache: val features are computed once and kept (CPU,
+``--cache_dtype``, float32 by default) whenever they fit in ``--cache_max_gb``; train features are cached only with
+``--train_aug false``, because both protocols augment the training images (LC: flip/scale/rotate, Leopart: random
+resized crop/flip) and so need a backbone pass per image and epoch.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import os
 import random
 import time
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,8 +45,8 @@ from eval.features import (
     run_cli,
 )
 from eval.metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
-from eval.seg_datasets import DATASETS, build_segmentation_dataset
-from eval.seg_transforms import EvalTransform, LCTrainTransform, LeopartTrainTransform
+from eval.seg_datasets import DATASETS, build_segmentation_dataset, mask_fix_warning
+from eval.seg_transforms import EvalTransform, LCTrainTransform, LeopartEvalTransform, LeopartTrainTransform
 
 # Per-protocol defaults; the CLI overrides epochs / lr / batch_size / n_last_blocks.
 PROTOCOLS = {
@@ -69,8 +73,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_aug", default=True, type=bool_flag,
                         help="Protocol's train augmentation (true, faithful). false: plain resize, which lets the "
                              "train features be cached (faster, not the protocol).")
+    parser.add_argument("--border_label", default=0, type=int,
+                        help="LC train: label of the pixels the scale/rotation brings in from outside the image. 0 "
+                             "(default) as the authors' fork (VOC background, COCO's first super-category); 255 "
+                             "ignores them in the loss.")
     parser.add_argument("--cache_max_gb", default=16.0, type=float,
-                        help="Largest feature cache (CPU, float16) to keep; 0 disables caching. Default: 16.")
+                        help="Largest feature cache (CPU) to keep; 0 disables caching. Default: 16.")
+    parser.add_argument("--cache_dtype", default="float32", choices=["float32", "float16"],
+                        help="Precision of cached features. float32 (default) keeps the features as computed; "
+                             "float16 halves the memory.")
     parser.add_argument("--coco_train_fraction", default=None, type=float,
                         help="Fraction of COCO train2017 used (fixed subset, seed 400). Default: 1 (lc), 0.1 "
                              "(leopart).")
@@ -94,23 +105,23 @@ def resolve_protocol(args: argparse.Namespace) -> dict:
         raise ValueError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
     if min(cfg["epochs"], cfg["batch_size"], cfg["n_last_blocks"]) < 1:
         raise ValueError("--epochs, --batch_size and --n_last_blocks must be positive")
+    if not 0 <= args.border_label <= 255:
+        raise ValueError(f"--border_label {args.border_label} must be a label in 0..255")
     return cfg
 
 
 # ===== head, logits, optimiser =====
 
-def head_logits(head: nn.Conv2d, feats: torch.Tensor, out_size: int, logit_size: int | None = None) -> torch.Tensor:
-    """Class logits (B, C, out_size, out_size) from token features (B, C_in, h, w).
+def head_logits(head: nn.Conv2d, feats: torch.Tensor, size: int) -> torch.Tensor:
+    """Class logits (B, C, size, size) from token features (B, C_in, h, w): the 1x1 head, then one bilinear resize.
 
-    A 1x1 convolution commutes with bilinear resizing (each output is a convex combination of inputs), so the head
-    runs on the token grid. Leopart's head sees tokens resized to ``logit_size`` (100); its logits are resized
-    again to ``out_size`` when that differs, as evaluating at the input size requires.
+    Both protocols resize once: LC its logits 28 -> 448 (the fork), Leopart its tokens 28 -> 100 in training and
+    28 -> 448 in the final evaluation. A 1x1 convolution commutes with bilinear resizing (each output is a convex
+    combination of inputs), so the head runs on the token grid in every case.
     """
     logits = head(feats.float())
-    if logit_size is not None:
-        logits = F.interpolate(logits, size=(logit_size, logit_size), mode="bilinear", align_corners=False)
-    if logits.shape[-1] != out_size:
-        logits = F.interpolate(logits, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    if logits.shape[-2:] != (size, size):
+        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
     return logits
 
 
@@ -148,7 +159,7 @@ def train_one_epoch(head: nn.Conv2d, batches, optimizer, out_size: int, logit_si
     total, count = 0.0, 0
     for feats, masks in batches:
         target_size = logit_size or out_size
-        logits = head_logits(head, feats, target_size, logit_size)
+        logits = head_logits(head, feats, target_size)
         if masks.shape[-1] != target_size:  # Leopart trains against masks resized (nearest) to the logit size
             masks = F.interpolate(masks[:, None].float(), size=(target_size, target_size), mode="nearest")[:, 0]
         loss = F.cross_entropy(logits, masks.long(), ignore_index=IGNORE_INDEX)
@@ -162,12 +173,12 @@ def train_one_epoch(head: nn.Conv2d, batches, optimizer, out_size: int, logit_si
 
 
 @torch.no_grad()
-def evaluate(head: nn.Conv2d, batches, num_classes: int, out_size: int, logit_size: int | None) -> torch.Tensor:
+def evaluate(head: nn.Conv2d, batches, num_classes: int, out_size: int) -> torch.Tensor:
     """Dataset-level confusion matrix (C, C) of argmax predictions at ``out_size`` against the masks."""
     head.eval()
     conf = None
     for feats, masks in batches:
-        pred = head_logits(head, feats, out_size, logit_size).argmax(1)
+        pred = head_logits(head, feats, out_size).argmax(1)
         batch_conf = confusion_matrix(pred, masks.to(pred.device), num_classes)
         conf = batch_conf if conf is None else conf + batch_conf
     return conf.cpu()
@@ -181,17 +192,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_transforms(args) -> tuple:
+    """(train, val) paired transforms of the protocol; ``--train_aug false`` trains on the val transform."""
+    size = args.input_size
+    if args.protocol == "lc":
+        # the fork's COCO reader resizes the mask to 448 x 448 before the augmentation; its VOC reader does not
+        train_tf = LCTrainTransform(size, border_label=args.border_label, mask_first=args.dataset.startswith("coco"))
+        val_tf = EvalTransform(size)
+    else:
+        train_tf, val_tf = LeopartTrainTransform(size), LeopartEvalTransform(size)
+    return (train_tf if args.train_aug else val_tf), val_tf
+
+
 def build_data(args, cfg: dict):
     """Train and val datasets with the protocol's paired transforms."""
+    train_tf, val_tf = build_transforms(args)
     size = args.input_size
-    train_tf = EvalTransform(size)
-    if args.train_aug:
-        train_tf = LCTrainTransform(size) if args.protocol == "lc" else LeopartTrainTransform(size)
     common = {"train_fraction": cfg["train_fraction"], "seed": args.seed,
               "synthetic_size": size if args.dataset == "synthetic" else 224}
     train = build_segmentation_dataset(args.dataset, args.data_path, "train", train_tf,
                                        synthetic_images=args.synthetic_train_images, **common)
-    val = build_segmentation_dataset(args.dataset, args.data_path, "val", EvalTransform(size),
+    val = build_segmentation_dataset(args.dataset, args.data_path, "val", val_tf,
                                      synthetic_images=args.synthetic_val_images, **common)
     return train, val, train_tf
 
@@ -199,14 +220,16 @@ def build_data(args, cfg: dict):
 def feature_source(model, dataset, args, cfg: dict, cacheable: bool, train: bool):
     """A zero-argument callable returning one epoch's batches, from a cache when allowed and small enough."""
     grid = (args.input_size // args.patch_size,) * 2
-    gb = feature_cache_gb(len(dataset), cfg["n_last_blocks"] * model.embed_dim, grid)
+    dtype = getattr(torch, args.cache_dtype)
+    gb = feature_cache_gb(len(dataset), cfg["n_last_blocks"] * model.embed_dim, grid, dtype)
     name, drop_last = ("train" if train else "val"), train and len(dataset) > cfg["batch_size"]
     loader_args = {"batch_size": cfg["batch_size"], "num_workers": args.num_workers,
                    "pin_memory": args.device != "cpu"}
     if cacheable and gb <= args.cache_max_gb:
-        print(f"caching {name} features ({gb:.2f} GiB)")
+        print(f"caching {name} features ({gb:.2f} GiB, {args.cache_dtype})")
         loader = DataLoader(dataset, shuffle=False, **loader_args)  # every image once, nothing dropped
-        feats, masks = extract_features(model, loader, cfg["n_last_blocks"], args.device, desc=f"{name} features")
+        feats, masks = extract_features(model, loader, cfg["n_last_blocks"], args.device, dtype,
+                                        desc=f"{name} features")
         return lambda: cached_batches(feats, masks, cfg["batch_size"], args.device, shuffle=train,
                                       drop_last=drop_last)
     reason = "augmented every epoch" if not cacheable else f"{gb:.1f} GiB > --cache_max_gb"
@@ -218,6 +241,7 @@ def feature_source(model, dataset, args, cfg: dict, cacheable: bool, train: bool
 
 def main(args: argparse.Namespace) -> dict:
     cfg = resolve_protocol(args)
+    cv2.setNumThreads(1)  # as the fork: the DataLoader workers parallelise, OpenCV threads would oversubscribe
     seed_everything(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     t0 = time.time()
@@ -238,16 +262,20 @@ def main(args: argparse.Namespace) -> dict:
         loss = train_one_epoch(head, train_batches(), optimizer, args.input_size, cfg["logit_size"])
         if scheduler is not None:
             scheduler.step()
-        scores = segmentation_scores(evaluate(head, val_batches(), len(class_names), args.input_size,
-                                              cfg["logit_size"]), class_names)
+        scores = segmentation_scores(evaluate(head, val_batches(), len(class_names), args.input_size), class_names)
         history.append({"epoch": epoch, "train_loss": loss, "miou": scores["miou"]})
         print(f"epoch {epoch}: train loss {loss:.4f}, val mIoU {100 * scores['miou']:.2f}")
         if best is None or scores["miou"] > best["miou"]:
             best = {"epoch": epoch, **scores}
             save_head(head, os.path.join(args.output_dir, "head_best.pth"), epoch, scores["miou"], args)
     save_head(head, os.path.join(args.output_dir, "head_last.pth"), epoch, scores["miou"], args)
+    fixes = {"train": train_set, "val": val_set}
+    warning = mask_fix_warning(fixes)  # read once all epochs ran, so the counts are complete
+    if warning:
+        print(warning)
     result = {"protocol": args.protocol, "dataset": args.dataset, "class_names": class_names,
               "last": {"epoch": epoch, **scores}, "best": best, "history": history,
+              "mask_fixes": {name: getattr(ds, "mask_fixes", {}) for name, ds in fixes.items()},
               "seconds": time.time() - t0, "args": vars(args)}
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(result, f, indent=2)

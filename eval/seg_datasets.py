@@ -1,9 +1,11 @@
 """Readers for the evaluation datasets: Pascal VOC 2012, COCO-Things / COCO-Stuff, DAVIS-2017, synthetic scenes.
 
-Spec: ``evaluation.md`` sections 1 (class definitions), 3 (DAVIS layout) and "Data layouts users already have".
+Spec: docs/evaluation.md sections 1 (class definitions), 3 (DAVIS layout) and "Data layouts users already have".
 Segmentation readers return ``(PIL RGB image, uint8 mask (H, W))`` with labels in [0, C) and 255 = ignore, or
-whatever the paired ``transform(image, mask)`` returns. A missing folder, list file or mask, and an image/mask size
-mismatch, raise an error that names the path.
+whatever the paired ``transform(image, mask)`` returns. A missing folder, list file or mask raises an error that
+names the path. Two mask defects are mended as the authors' evaluation fork mends them, and counted (``mask_fixes``)
+so that the caller can print one warning line per run: a mask of another size than its image is resized (nearest,
+floor-index rule) to the image, and a COCO category id missing from the category file becomes 255.
 """
 
 import json
@@ -13,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from eval.metrics import IGNORE_INDEX
+from eval.seg_transforms import resize_mask
 
 INVALID = -1  # label-table entry for a mask value the dataset must not contain
 
@@ -47,20 +51,40 @@ def _first_file(root: Path, candidates: Sequence[str], what: str) -> Path:
     raise FileNotFoundError(f"{what} not found; looked for: {tried}")
 
 
+MASK_FIXES = {"resized": "mask(s) of another size than the image resized (nearest) to it",
+              "unknown_ids": "mask(s) with category ids missing from the category file (set to 255)"}
+
+
 class SegmentationDataset(Dataset):
     """Image/mask pairs with a 256-entry label table mapping stored mask values to class indices (or 255).
 
     Subclasses fill ``images``, ``masks``, ``class_names`` and ``label_table`` (int16 (256,), INVALID for values
-    that must not occur).
+    that must not occur), set ``unknown_to_ignore`` when such values become 255 instead of an error (COCO), and call
+    ``_track_fixes()`` once the file lists are final.
     """
 
     class_names: tuple[str, ...] = ()
+    unknown_to_ignore = False
 
     def __init__(self, transform=None):
         self.transform = transform
         self.images: list[Path] = []
         self.masks: list[Path] = []
         self.label_table = np.full(256, INVALID, dtype=np.int16)
+        self._fixed = torch.zeros(len(MASK_FIXES), 0, dtype=torch.uint8)
+
+    def _track_fixes(self) -> None:
+        """One flag per (kind of fix, image) in shared memory: DataLoader workers set them and the main process
+        reads them (writes are idempotent, so neither a lock nor a per-epoch reset is needed)."""
+        self._fixed = torch.zeros(len(MASK_FIXES), len(self.images), dtype=torch.uint8).share_memory_()
+
+    def _flag(self, kind: str, index: int) -> None:
+        self._fixed[list(MASK_FIXES).index(kind), index] = 1
+
+    @property
+    def mask_fixes(self) -> dict[str, int]:
+        """Distinct images mended so far, per kind of fix (see MASK_FIXES)."""
+        return {kind: int(row.sum()) for kind, row in zip(MASK_FIXES, self._fixed)}
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +93,7 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def load_mask(self, path: Path) -> np.ndarray:
+    def load_mask(self, path: Path, index: int | None = None) -> np.ndarray:
         """Mask file -> uint8 class map (H, W) through the label table."""
         mask = Image.open(path)
         if mask.mode not in ("P", "L", "I", "I;16"):
@@ -79,20 +103,34 @@ class SegmentationDataset(Dataset):
         if raw.max(initial=0) > 255:
             raise ValueError(f"{path}: mask value {raw.max()} does not fit the 8-bit label convention")
         labels = self.label_table[raw]
-        if (labels == INVALID).any():
-            bad = np.unique(raw[labels == INVALID])[:10].tolist()
-            raise ValueError(f"{path}: unexpected mask values {bad} for {type(self).__name__}")
+        unknown = labels == INVALID
+        if unknown.any():
+            if not self.unknown_to_ignore:
+                bad = np.unique(raw[unknown])[:10].tolist()
+                raise ValueError(f"{path}: unexpected mask values {bad} for {type(self).__name__}")
+            labels[unknown] = IGNORE_INDEX
+            if index is not None:
+                self._flag("unknown_ids", index)
         return labels.astype(np.uint8)
 
     def __getitem__(self, index: int):
         image = Image.open(self.images[index]).convert("RGB")
-        mask = self.load_mask(self.masks[index])
+        mask = self.load_mask(self.masks[index], index)
         if mask.shape != (image.height, image.width):
-            raise ValueError(f"mask/image size mismatch: {self.masks[index]} is {mask.shape[1]}x{mask.shape[0]}, "
-                             f"{self.images[index]} is {image.width}x{image.height}")
+            mask = resize_mask(mask, image.height, image.width)
+            self._flag("resized", index)
         if self.transform is not None:
             return self.transform(image, mask)
         return image, mask
+
+
+def mask_fix_warning(datasets: dict[str, "SegmentationDataset"]) -> str | None:
+    """One line summing up the masks the readers mended, e.g. for ``{"train": ..., "val": ...}``; None if none."""
+    parts = [f"{name}: {count} {MASK_FIXES[kind]}" for name, ds in datasets.items()
+             for kind, count in getattr(ds, "mask_fixes", {}).items() if count]
+    if not parts:
+        return None
+    return "WARNING: mended as the authors' evaluation fork does: " + "; ".join(parts)
 
 
 # ===== Pascal VOC 2012 =====
@@ -122,6 +160,7 @@ class VOCSegmentation(SegmentationDataset):
         _check_pairs(self.images, self.masks)
         self.label_table[: len(VOC_CLASSES)] = np.arange(len(VOC_CLASSES))
         self.label_table[IGNORE_INDEX] = IGNORE_INDEX
+        self._track_fixes()
 
     @staticmethod
     def _layout(root: Path) -> tuple[Path, Path, Path]:
@@ -169,24 +208,41 @@ def coco_label_table(categories: list[dict], kind: str) -> np.ndarray:
 
 
 class COCOSegmentation(SegmentationDataset):
-    """COCO-Things (12 thing super-categories) or COCO-Stuff (15 stuff super-categories), Leopart's layout.
+    """COCO-Things (12 thing super-categories) or COCO-Stuff (15 stuff super-categories).
 
-    Images: ``[coco/]images/<split>2017/*.jpg``. Things masks: panoptic-derived semantic PNGs holding category ids,
-    ``annotations/panoptic_annotations/semantic_segmentation_<split>2017/``; categories from
-    ``panoptic_coco_categories.json`` or ``panoptic_val2017.json``. Stuff masks: COCO-Stuff pixel maps
-    ``annotations/[annotations/]stuff_annotations/stuff_<split>2017_pixelmaps/``; categories from
-    ``stuff_val2017.json``. ``fraction`` < 1 keeps a fixed random subset (sorted names shuffled with ``seed``).
+    Found under ``root`` in either layout (each path is looked up on its own, first match wins):
+
+    - the authors' evaluation fork: ``images/<split>2017/``; things masks (panoptic-derived semantic PNGs holding
+      category ids) in ``annotations/panoptic_annotations_trainval2017/semantic_segmentation_<split>2017/``,
+      categories in ``annotations/panoptic_annotations_trainval2017/annotations/panoptic_<split>2017.json``; stuff
+      pixel maps in ``annotations/stuff_annotations_trainval2017/annotations/stuff_<split>2017_pixelmaps/``,
+      categories in ``.../annotations/stuff_<split>2017.json``;
+    - Leopart's: ``coco/images/<split>2017/``; ``annotations/panoptic_annotations/semantic_segmentation_<split>2017/``
+      with ``panoptic_val2017.json`` (or panopticapi's ``panoptic_coco_categories.json``);
+      ``annotations/annotations/stuff_annotations/stuff_<split>2017_pixelmaps/`` with ``stuff_val2017.json``.
+
+    The val json is read for both splits (train's holds the same category list and is far larger). A mask id
+    missing from the category list becomes 255 and is counted (the fork does this for things; for stuff it would
+    stop on an assertion). ``fraction`` < 1 keeps a fixed random subset (sorted names shuffled with ``seed``).
     """
 
-    THING_MASKS = ("annotations/panoptic_annotations/semantic_segmentation_{split}2017",
+    unknown_to_ignore = True
+    FORK_PANOPTIC = "annotations/panoptic_annotations_trainval2017"
+    FORK_STUFF = "annotations/stuff_annotations_trainval2017/annotations"
+    THING_MASKS = (FORK_PANOPTIC + "/semantic_segmentation_{split}2017",
+                   "annotations/panoptic_annotations/semantic_segmentation_{split}2017",
                    "annotations/semantic_segmentation_{split}2017")
-    THING_JSONS = ("annotations/panoptic_annotations/panoptic_coco_categories.json",
+    THING_JSONS = (FORK_PANOPTIC + "/annotations/panoptic_val2017.json",
+                   FORK_PANOPTIC + "/annotations/panoptic_{split}2017.json",
+                   "annotations/panoptic_annotations/panoptic_coco_categories.json",
                    "annotations/panoptic_coco_categories.json",
                    "annotations/panoptic_annotations/panoptic_val2017.json", "annotations/panoptic_val2017.json")
-    STUFF_MASKS = ("annotations/annotations/stuff_annotations/stuff_{split}2017_pixelmaps",
+    STUFF_MASKS = (FORK_STUFF + "/stuff_{split}2017_pixelmaps",
+                   "annotations/annotations/stuff_annotations/stuff_{split}2017_pixelmaps",
                    "annotations/stuff_annotations/stuff_{split}2017_pixelmaps",
                    "annotations/stuff_{split}2017_pixelmaps")
-    STUFF_JSONS = ("annotations/annotations/stuff_annotations/stuff_val2017.json",
+    STUFF_JSONS = (FORK_STUFF + "/stuff_val2017.json", FORK_STUFF + "/stuff_{split}2017.json",
+                   "annotations/annotations/stuff_annotations/stuff_val2017.json",
                    "annotations/stuff_annotations/stuff_val2017.json", "annotations/stuff_val2017.json")
     IMAGES = ("images/{split}2017", "coco/images/{split}2017", "{split}2017")
 
@@ -203,7 +259,7 @@ class COCOSegmentation(SegmentationDataset):
                                                                                      self.STUFF_JSONS)
         image_dir = _first_dir(root, [c.format(split=split) for c in self.IMAGES], f"COCO {split} images")
         mask_dir = _first_dir(root, [c.format(split=split) for c in masks], f"COCO-{kind} {split} masks")
-        json_file = _first_file(root, jsons, f"COCO {kind} category file")
+        json_file = _first_file(root, [c.format(split=split) for c in jsons], f"COCO {kind} category file")
         self.label_table = coco_label_table(_read_categories(json_file), kind)
         stems = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if fraction < 1.0:
@@ -217,6 +273,7 @@ class COCOSegmentation(SegmentationDataset):
         suffix = {p.stem: p.name for p in image_dir.iterdir()}
         self.images = [image_dir / suffix[s] for s in stems]
         self.masks = [mask_dir / f"{s}.png" for s in stems]
+        self._track_fixes()
 
 
 def _read_categories(path: Path) -> list[dict]:

@@ -12,9 +12,9 @@ from PIL import Image
 from croc_utils.checkpoint import CheckpointError, load_checkpoint
 from croc_utils.synthetic import SYNTHETIC_CLASSES
 from eval import kmeans_segmentation, linear_segmentation, video_segmentation, visualize_clusters
-from eval.features import extract_features, load_backbone, patch_features, run_cli
+from eval.features import extract_features, feature_cache_gb, load_backbone, patch_features, run_cli
 from models import vit_small, vit_tiny
-from tests.trees import make_davis
+from tests.trees import make_davis, make_vocdevkit, save_png, voc_mask
 
 SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64", "--num_workers", "0",
              "--device", "cpu"]
@@ -51,9 +51,9 @@ def test_linear_probe_lc_on_synthetic(tmp_path):
 
 def test_linear_probe_leopart_with_cached_train_features(tmp_path, capsys):
     out = run(linear_segmentation, [*SYNTHETIC, "--protocol", "leopart", "--epochs", "1", "--batch_size", "6",
-                                    "--train_aug", "false", "--synthetic_train_images", "6",
-                                    "--synthetic_val_images", "4", "--output_dir", str(tmp_path)])
-    assert "caching train features" in capsys.readouterr().out
+                                    "--train_aug", "false", "--synthetic_train_images", "6", "--cache_dtype",
+                                    "float16", "--synthetic_val_images", "4", "--output_dir", str(tmp_path)])
+    assert "caching train features (0.00 GiB, float16)" in capsys.readouterr().out
     assert out["args"]["n_last_blocks"] == 1 and out["args"]["lr"] == 0.01
     assert 0.0 <= out["last"]["miou"] <= 1.0
 
@@ -68,14 +68,46 @@ def test_feature_cache_holds_the_on_the_fly_features():
     torch.manual_seed(0)
     model = load_backbone("vit_tiny", verbose=False)
     loader = DataLoader(SyntheticSegmentation("val", 5, 32, transform=EvalTransform(32)), batch_size=2)
-    feats, masks = extract_features(model, loader, 2, "cpu")  # float16 on the CPU
+    feats, masks = extract_features(model, loader, 2, "cpu")  # float32 on the CPU by default
     direct = list(backbone_batches(model, loader, 2, "cpu"))
-    assert feats.shape == (5, 2 * 192, 2, 2) and masks.shape == (5, 32, 32)
-    torch.testing.assert_close(feats.float(), torch.cat([f for f, _ in direct]), atol=1e-2, rtol=1e-2)
+    assert feats.shape == (5, 2 * 192, 2, 2) and masks.shape == (5, 32, 32) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats, torch.cat([f for f, _ in direct]))
+    half, _ = extract_features(model, loader, 2, "cpu", torch.float16)  # --cache_dtype float16
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), feats, atol=1e-2, rtol=1e-2)
+    assert feature_cache_gb(5, 384, (2, 2)) == 2 * feature_cache_gb(5, 384, (2, 2), torch.float16)
     replay = list(cached_batches(feats, masks, 2, "cpu"))
     assert [len(f) for f, _ in replay] == [2, 2, 1]
     assert torch.equal(torch.cat([m for _, m in replay]), torch.cat([m for _, m in direct]))
     assert [len(f) for f, _ in cached_batches(feats, masks, 2, "cpu", shuffle=True, drop_last=True)] == [2, 2]
+
+
+def test_linear_probe_on_a_voc_tree_mends_masks_with_one_warning(tmp_path, capsys):
+    names = [(f"2007_{i:06d}", 1 + i) for i in range(4)]
+    base = make_vocdevkit(tmp_path, names=names, val=[n for n, _ in names[:2]])
+    save_png(base / "SegmentationClassAug" / "2007_000003.png", voc_mask(4, h=6, w=8))  # half the image size
+    save_png(base / "SegmentationClass" / "2007_000000.png", voc_mask(1, h=24, w=32), palette=True)
+    out = run(linear_segmentation, ["--arch", "vit_tiny", "--dataset", "voc", "--data_path", str(tmp_path),
+                                    "--input_size", "32", "--num_workers", "0", "--device", "cpu", "--epochs", "2",
+                                    "--batch_size", "2", "--border_label", "255", "--output_dir", str(tmp_path)])
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1  # one line per run, however many epochs read the masks
+    assert "train: 1 mask(s) of another size" in warnings[0] and "val: 1 mask(s)" in warnings[0]
+    assert out["mask_fixes"]["train"]["resized"] == 1 and out["args"]["border_label"] == 255
+    with pytest.raises(SystemExit):
+        run(linear_segmentation, ["--border_label", "300", "--output_dir", str(tmp_path)])
+
+
+def test_leopart_evaluation_resizes_tokens_once_to_the_input():
+    """Leopart's final evaluation: tokens bilinearly resized 28 -> 448, then the head (here 4 -> 64)."""
+    torch.manual_seed(0)
+    head, feats = torch.nn.Conv2d(8, 3, 1), torch.randn(2, 8, 4, 4)
+    leopart = head(torch.nn.functional.interpolate(feats, size=(64, 64), mode="bilinear", align_corners=False))
+    ours = linear_segmentation.head_logits(head, feats, 64)
+    torch.testing.assert_close(ours, leopart, atol=1e-5, rtol=1e-5)
+    via_100 = torch.nn.functional.interpolate(linear_segmentation.head_logits(head, feats, 16), size=(64, 64),
+                                              mode="bilinear", align_corners=False)  # the former 28 -> 100 -> 448
+    assert (via_100 - leopart).abs().max() > 1e-2
 
 
 # ===== checkpoint loading =====
