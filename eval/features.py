@@ -1,6 +1,6 @@
 """The one checkpoint-loading and feature-extraction path shared by every evaluator.
 
-Spec: ``evaluation.md`` "Loading" (teacher by default, ``module.`` / ``backbone.`` stripped, ``head.*`` dropped,
+docs/evaluation.md "Loading a backbone" (teacher by default, ``module.`` / ``backbone.`` stripped, ``head.*`` dropped,
 bare backbone state dicts accepted, safe loading) and the feature definitions of sections 1-3 (patch tokens after
 the final norm of the last n blocks, frozen backbone in eval mode).
 """

@@ -1,6 +1,6 @@
 """Linear-probe semantic segmentation on a frozen backbone: the authors' LC protocol and Leopart's.
 
-Spec: ``evaluation.md`` sections 1 (LC, default) and 1b (``--protocol leopart``).
+docs/evaluation.md sections 1 (LC, default) and 1b (``--protocol leopart``).
 
     # LC on Pascal VOC 2012 (trainaug -> val), released CrOC checkpoint, one GPU
     python -m eval.linear_segmentation --pretrained_weights croc_coco.pth --dataset voc \
@@ -62,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="voc", choices=DATASETS, help="Evaluation dataset. Default: voc.")
     parser.add_argument("--data_path", default="", type=str, help="Dataset root (not needed for synthetic).")
     parser.add_argument("--protocol", default="lc", choices=sorted(PROTOCOLS),
-                        help="lc: the authors' protocol (spec 1, default); leopart: spec 1b.")
+                        help="lc: the authors' protocol (docs/evaluation.md section 1, default); leopart: section 1b.")
     parser.add_argument("--n_last_blocks", default=None, type=int,
                         help="Concatenate the patch tokens of the last n blocks. Default: 2 (lc), 1 (leopart).")
     parser.add_argument("--input_size", default=448, type=int, help="Square input side in pixels. Default: 448.")

@@ -114,7 +114,7 @@ def test_leopart_evaluation_resizes_tokens_once_to_the_input():
 
 
 def released_checkpoint(backbone_state, out_dim=64, out_dim_c=32, hidden=48):
-    """A dict in the released CrOC layout (spec croc-algorithm.md section 8), small head sizes."""
+    """A dict in the released CrOC layout (docs/algorithm.md section 8), small head sizes."""
     d = next(iter(v for k, v in backbone_state.items() if k == "cls_token")).shape[-1]
     head = {"mlp.0.weight": torch.randn(hidden, d), "mlp.0.bias": torch.zeros(hidden),
             "mlp.2.weight": torch.randn(hidden, hidden), "mlp.2.bias": torch.zeros(hidden),
