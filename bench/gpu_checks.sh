@@ -2,8 +2,10 @@
 # Every GPU check of this project in one prepared script, in stages, each under `timeout`, each writing a log and a
 # small JSON under $OUT (default ./gpu_out). Run from the repository root on the lent machine:
 #
-#   bash bench/gpu_checks.sh bench       # ~6 min on one H200: the throughput issue's numbers (both --augment_on paths)
-#   bash bench/gpu_checks.sh learn       # <= 8 min on one H200: bench/learning_evidence.py --preset gpu
+#   bash bench/gpu_checks.sh bench       # <= 8 min (stage limits): the throughput issue's numbers, both --augment_on
+#   bash bench/gpu_checks.sh compile     # <= 5 min: does --compile pay? (fp16, device augmentation)
+#   bash bench/gpu_checks.sh learn       # <= 9 min: bench/learning_evidence.py --preset gpu
+# Each fits one 10-minute device command; the lent machine's 15 minutes hold `bench` and `compile`, or `learn`.
 #   TINY=1 DEVICE=cpu bash bench/gpu_checks.sh bench   # the same stages with tiny sizes, to try the script on a CPU
 #
 # A stage that fails or times out is logged and the next one still runs; `summary.json` lists each stage's exit code.
@@ -38,27 +40,29 @@ fi
 
 case "${1:-bench}" in
 bench)
-    stage env 60 bash -c "nvidia-smi || true; python -c 'import torch, timm; print(torch.__version__, timm.__version__, \
+    stage env 30 bash -c "nvidia-smi || true; python -c 'import torch, timm; print(torch.__version__, timm.__version__, \
 torch.cuda.is_available() and torch.cuda.get_device_name(0))'; lscpu | grep -E 'Model name|^CPU\(s\)'"
-    stage photometric 120 python bench/bench_photometric.py --device "$DEVICE" "${PHOTO[@]}"
-    stage clustering 120 python bench/bench_clustering.py --device "$DEVICE" --batch_sizes "${CLUSTER_B[@]}" \
+    stage photometric 60 python bench/bench_photometric.py --device "$DEVICE" "${PHOTO[@]}"
+    stage clustering 60 python bench/bench_clustering.py --device "$DEVICE" --batch_sizes "${CLUSTER_B[@]}" \
         --repeats 20 --teacher_repeats 5
-    stage train_bf16 300 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision bf16 \
+    stage train_bf16 240 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision bf16 \
         --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" "${E2E[@]}" --augment_on cpu device \
         --json "$OUT/train_bf16.json"
-    stage train_fp16_compile 240 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision fp16 \
-        --compile --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" --e2e_steps 0 --augment_on device \
-        --json "$OUT/train_fp16_compile.json"
-    stage torchrun_smoke 180 python -m torch.distributed.run --standalone --nproc_per_node=1 main_croc.py \
+    stage torchrun_smoke 90 python -m torch.distributed.run --standalone --nproc_per_node=1 main_croc.py \
         --dataset_type synthetic --synthetic_num_images 256 --synthetic_cache true --synthetic_size 128 \
         --arch vit_tiny --global_crops_size 96 --out_dim 4096 --out_dim_c 1024 --batch_size_per_gpu 64 --epochs 2 \
         --precision bf16 --augment_on device --num_workers 4 --output_dir "$OUT/torchrun_smoke" --device "$DEVICE"
+    ;;
+compile)
+    stage train_fp16_compile 300 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision fp16 \
+        --compile --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" --e2e_steps 0 --augment_on device \
+        --json "$OUT/train_fp16_compile.json"
     ;;
 learn)
     stage learning_evidence 540 python bench/learning_evidence.py --preset gpu --output_dir "$OUT/learning_evidence"
     ;;
 *)
-    echo "usage: bash bench/gpu_checks.sh {bench|learn}" >&2
+    echo "usage: bash bench/gpu_checks.sh {bench|compile|learn}" >&2
     exit 2
     ;;
 esac

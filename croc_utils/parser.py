@@ -209,14 +209,14 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     tuples). The crop flags are checked by ``CrOCAugmentation``, the clustering flags by ``ClusteringConfig``."""
     args.arch = canonical_arch(args.arch)
     args.global_crops_scale, args.local_crops_scale = tuple(args.global_crops_scale), tuple(args.local_crops_scale)
-    check_ranges(args)
-    CrOCAugmentation.from_args(args)
-    ClusteringConfig.from_args(args).check_patches((args.global_crops_size // args.patch_size) ** 2)
     if args.epochs <= 2 and (args.warmup_epochs or args.warmup_teacher_temp_epochs):
         # docs/algorithm.md section 5: the released code runs so short a training without warm-up
         print(f"Notice: --epochs {args.epochs} <= 2, so --warmup_epochs ({args.warmup_epochs}) and "
               f"--warmup_teacher_temp_epochs ({args.warmup_teacher_temp_epochs}) are set to 0, as released.")
         args.warmup_epochs = args.warmup_teacher_temp_epochs = 0
+    check_ranges(args)
+    CrOCAugmentation.from_args(args)
+    ClusteringConfig.from_args(args).check_patches((args.global_crops_size // args.patch_size) ** 2)
     return args
 
 
