@@ -32,10 +32,12 @@ stage() {  # stage NAME SECONDS COMMAND...
 if [ "$TINY" = 1 ]; then
     ARCH=vit_tiny; BATCH=4; SIZE=64; DIMS=(--out_dim 1024 --out_dim_c 256); E2E=(--workers 1 --e2e_images 16)
     STEPS=(--steps 2 --phase_steps 1 --warmup 1 --e2e_steps 2); CLUSTER_B=(4); PHOTO=(--cases 8x64 --repeats 2)
+    SMOKE=(--synthetic_num_images 32 --batch_size_per_gpu 8 --global_crops_size 64 --num_workers 1)
 else
     ARCH=vit_small; BATCH=128; SIZE=224; DIMS=(); E2E=(--workers 14 --e2e_images 2560)
     STEPS=(--steps 20 --phase_steps 5 --warmup 5 --e2e_steps 40); CLUSTER_B=(16 64 128)
     PHOTO=(--cases 256x224 1280x96 --repeats 20)
+    SMOKE=(--synthetic_num_images 1024 --batch_size_per_gpu 128 --global_crops_size 96 --num_workers 8)
 fi
 
 case "${1:-bench}" in
@@ -49,9 +51,9 @@ torch.cuda.is_available() and torch.cuda.get_device_name(0))'; lscpu | grep -E '
         --batch "$BATCH" --size "$SIZE" "${DIMS[@]}" "${STEPS[@]}" "${E2E[@]}" --augment_on cpu device \
         --json "$OUT/train_bf16.json"
     stage torchrun_smoke 90 python -m torch.distributed.run --standalone --nproc_per_node=1 main_croc.py \
-        --dataset_type synthetic --synthetic_num_images 256 --synthetic_cache true --synthetic_size 128 \
-        --arch vit_tiny --global_crops_size 96 --out_dim 4096 --out_dim_c 1024 --batch_size_per_gpu 64 --epochs 2 \
-        --precision bf16 --augment_on device --num_workers 4 --output_dir "$OUT/torchrun_smoke" --device "$DEVICE"
+        --dataset_type synthetic --synthetic_cache true --synthetic_size 128 --arch vit_tiny --out_dim 4096 \
+        --out_dim_c 1024 --epochs 2 --precision bf16 --augment_on device "${SMOKE[@]}" \
+        --output_dir "$OUT/torchrun_smoke" --device "$DEVICE"
     ;;
 compile)
     stage train_fp16_compile 300 python bench/bench_train.py --archs "$ARCH" --device "$DEVICE" --precision fp16 \

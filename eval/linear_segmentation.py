@@ -23,11 +23,9 @@ resized crop/flip) and so need a backbone pass per image and epoch.
 import argparse
 import json
 import os
-import random
 import time
 
 import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +34,7 @@ from tqdm import tqdm
 
 from croc_utils.checkpoint import save_checkpoint
 from croc_utils.cli import bool_flag
+from croc_utils.distributed import fix_random_seeds
 from eval.features import (
     add_backbone_args,
     extract_features,
@@ -186,12 +185,6 @@ def evaluate(head: nn.Conv2d, batches, num_classes: int, out_size: int) -> torch
 
 # ===== main =====
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def build_transforms(args) -> tuple:
     """(train, val) paired transforms of the protocol; ``--train_aug false`` trains on the val transform."""
     size = args.input_size
@@ -242,7 +235,7 @@ def feature_source(model, dataset, args, cfg: dict, cacheable: bool, train: bool
 def main(args: argparse.Namespace) -> dict:
     cfg = resolve_protocol(args)
     cv2.setNumThreads(1)  # as the fork: the DataLoader workers parallelise, OpenCV threads would oversubscribe
-    seed_everything(args.seed)
+    fix_random_seeds(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     t0 = time.time()
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
