@@ -143,16 +143,19 @@ def token_marginals(scores: Tensor, temp_r: float = 2.0, uniform: bool = False) 
 def sample_seeds(marginals: Tensor, n_tokens: int, generator: torch.Generator | None = None) -> Tensor:
     """Draw K distinct seed tokens per problem from the token marginal (step 4).
 
-    Non-finite marginals (a diverged teacher) are drawn from as if uniform, so that the step reaches its
-    finiteness check instead of failing inside ``multinomial``; finite marginals are used as they are.
+    Sampling without replacement as ``torch.multinomial`` does it (the top K of a / E with E ~ Exp(1), the
+    exponential form of the Gumbel top-k trick), drawing the same numbers from ``generator``, so the seeds are those
+    ``torch.multinomial(marginals, K, replacement=False, generator=...)`` returns; but without its input checks,
+    which read the tensor back to the host (two synchronisations per step on CUDA). Non-finite marginals (a
+    diverged teacher) still give K distinct indices, so the step reaches its own finiteness check.
 
     Args:
         marginals: (b', 2N) token marginal a.
     Returns:
         (b', K) long indices in [0, 2N).
     """
-    marginals = torch.where(torch.isfinite(marginals), marginals, torch.ones_like(marginals))
-    return torch.multinomial(marginals, n_tokens, replacement=False, generator=generator)
+    exponential = torch.empty_like(marginals).exponential_(1, generator=generator)
+    return (marginals / exponential).topk(n_tokens, dim=1).indices
 
 
 def seed_marginals(scores: Tensor, seeds: Tensor, temp_c: float = 2.0, uniform: bool = False) -> Tensor:

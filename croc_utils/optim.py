@@ -70,8 +70,10 @@ def clip_gradients(model: nn.Module, clip: float) -> None:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads or clip <= 0:
         return
-    norms = torch._foreach_norm(grads, 2)
-    scales = [torch.clamp(clip / (n + 1e-6), max=1.0) for n in norms]
+    scales = torch._foreach_add(torch._foreach_norm(grads, 2), 1e-6)  # one kernel per op for all parameters
+    torch._foreach_reciprocal_(scales)
+    torch._foreach_mul_(scales, clip)
+    torch._foreach_clamp_max_(scales, 1.0)
     torch._foreach_mul_(grads, scales)
 
 

@@ -521,3 +521,12 @@ def test_empty_slots_stay_finite_in_half_precision(dtype):
     assert torch.isfinite(tokens).all() and tokens[:, ~result.valid].eq(0).all()
     tokens.sum().backward()
     assert torch.isfinite(student.grad).all()
+
+
+def test_seeds_are_those_of_torch_multinomial_without_its_host_checks():
+    marginals = torch.softmax(torch.randn(6, 32), dim=1)
+    ours = sample_seeds(marginals, 5, torch.Generator().manual_seed(11))
+    reference = torch.multinomial(marginals, 5, replacement=False, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(ours, reference)
+    broken = sample_seeds(torch.full((2, 32), float("nan")), 5)  # a diverged teacher still gets distinct seeds
+    assert all(len(set(row)) == 5 for row in broken.tolist())
