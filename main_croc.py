@@ -28,11 +28,18 @@ import torch
 from torch import nn
 
 from croc_utils import distributed as du
-from croc_utils.checkpoint import CheckpointError, network_state, restart_from_checkpoint, save_checkpoint
+from croc_utils.checkpoint import (
+    CheckpointError,
+    network_state,
+    remove_partial_saves,
+    restart_from_checkpoint,
+    save_checkpoint,
+)
 from croc_utils.clustering import cluster_views, student_cluster_tokens
 from croc_utils.datasets import build_pretrain_dataset, build_pretrain_loader
 from croc_utils.logging import MetricLogger, TensorboardWriter
 from croc_utils.loss import CrOCLoss
+from croc_utils.monitor import CollapseWatch, non_finite_message  # [issue 13]
 from croc_utils.optim import (
     build_optimizer,
     cancel_gradients_last_layer,
@@ -103,6 +110,7 @@ def train_croc(args):
                          warmup_teacher_temp_c=args.warmup_teacher_temp_c, teacher_temp_c=args.teacher_temp_c,
                          warmup_teacher_temp_epochs=args.warmup_teacher_temp_epochs, nepochs=args.epochs,
                          student_temp_c=args.student_temp_c).to(device)
+    collapse_watch = CollapseWatch(args.out_dim, args.out_dim_c, warmup_epochs=args.warmup_epochs)  # [issue 13]
     optimizer = build_optimizer(args.optimizer, get_params_groups(student_without_ddp))
     fp16_scaler = torch.amp.GradScaler("cuda") if use_amp else None
     niter = len(data_loader)
@@ -112,6 +120,8 @@ def train_croc(args):
     momentum_schedule = cosine_scheduler(args.momentum_teacher, 1.0, args.epochs, niter)
 
     # ============ optionally resume training ... ============
+    if du.is_main_process():  # [issue 14] temp files of saves that a kill interrupted (only ours, by name)
+        remove_partial_saves(args.output_dir)
     run_variables = {"epoch": 0, "iteration": 0}
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     if restart_from_checkpoint(ckpt_path, run_variables, student=student, teacher=teacher, optimizer=optimizer,
@@ -142,10 +152,9 @@ def train_croc(args):
             stats, stopped_at = train_one_epoch(student, teacher, teacher_without_ddp, student_without_ddp, n_heads,
                                                 croc_loss, data_loader, optimizer, lr_schedule, wd_schedule,
                                                 momentum_schedule, epoch, fp16_scaler, args, device, stop, skip_iters,
-                                                dataset)
+                                                dataset, collapse_watch=collapse_watch)  # [issue 13]
         except NonFiniteLoss as err:
-            print(f"error: {err} in epoch {epoch}; stopping, the last good checkpoint {ckpt_path} is left intact.",
-                  force=True)
+            print(non_finite_message(err, epoch, ckpt_path, fp16=fp16_scaler is not None), force=True)  # [issue 13]
             sys.exit(1)
         skip_iters = 0
         if du.is_main_process():
@@ -172,7 +181,7 @@ def train_croc(args):
 
 def train_one_epoch(student, teacher, teacher_without_ddp, student_without_ddp, n_heads, croc_loss, data_loader,
                     optimizer, lr_schedule, wd_schedule, momentum_schedule, epoch, fp16_scaler, args, device, stop,
-                    skip_iters, dataset):
+                    skip_iters, dataset, collapse_watch=None):
     """One epoch of spec section 5. Returns (averaged stats, iteration where SIGTERM stopped us or None)."""
     logger = MetricLogger(header=f"Epoch [{epoch}/{args.epochs}]", log_freq=args.log_freq,
                           total=len(data_loader), start=skip_iters)
@@ -193,11 +202,16 @@ def train_one_epoch(student, teacher, teacher_without_ddp, student_without_ddp, 
         update_student(loss, optimizer, student_without_ddp, fp16_scaler, epoch, args)
         ema_update(teacher_without_ddp, student_without_ddp, float(momentum_schedule[it]))
 
+        diagnostics = croc_loss.diagnostics()  # [issue 13]
         logger.update(n_images=len(batch["crops"][0]) * args.world_size, loss=loss_value, d_loss=dino_term,
                       s_loss=cluster_term, mean_k=clusters.n_clusters.float().mean(),
                       lr=optimizer.param_groups[0]["lr"], wd=optimizer.param_groups[0]["weight_decay"],
-                      **croc_loss.diagnostics())
+                      **diagnostics)
+        if collapse_watch is not None:  # [issue 13]
+            collapse_watch.update(**diagnostics)
     stats = logger.summary()
+    if collapse_watch is not None:  # [issue 13]
+        stats.update(collapse_watch.end_epoch(epoch))
     stats["skipped_images"] = dataset.log_skipped(epoch)
     return stats, None
 
