@@ -212,7 +212,7 @@ def train_one_epoch(student, teacher, teacher_without_ddp, student_without_ddp, 
     stats = logger.summary()
     if collapse_watch is not None:  # [issue 13]
         stats.update(collapse_watch.end_epoch(epoch))
-    stats["skipped_images"] = dataset.log_skipped(epoch)
+    stats.update(dataset.skipped_this_epoch(epoch))  # [issue 13] skipped_images, skipped_files
     return stats, None
 
 
