@@ -1,7 +1,8 @@
-"""CrOC networks: DINO-configured timm ViTs with per-head keys, and the CrOC head."""
+"""CrOC networks: DINO-configured timm ViTs with per-head keys, the CrOC head, and the hub entry points."""
 
 from .head import CrOCHead, CrOCNetwork, NetworkOutput
+from .hub import croc_vits16, croc_vits16_full
 from .vision_transformer import ARCH_CONFIGS, BackboneOutput, CrOCViT, build_backbone, vit_base, vit_small, vit_tiny
 
 __all__ = ["ARCH_CONFIGS", "BackboneOutput", "CrOCHead", "CrOCNetwork", "CrOCViT", "NetworkOutput", "build_backbone",
-           "vit_base", "vit_small", "vit_tiny"]
+           "croc_vits16", "croc_vits16_full", "vit_base", "vit_small", "vit_tiny"]
