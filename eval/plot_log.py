@@ -14,6 +14,7 @@ import json
 import math
 import os
 
+from croc_utils.monitor import ENTROPY_REL_TOL, KL_MAX
 from eval.features import run_cli
 
 # (title, [(log key, legend)], name of the args.json size whose ln is drawn as the uniform level, or None)
@@ -77,6 +78,7 @@ def draw_curves(records: list[dict], sizes: dict, title: str = ""):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(18, 7.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -85,6 +87,7 @@ def draw_curves(records: list[dict], sizes: dict, title: str = ""):
     for ax, (panel, series, size_key) in zip(axes.flat, PANELS):
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         drawn = False
         for key, label in series:
@@ -93,13 +96,10 @@ def draw_curves(records: list[dict], sizes: dict, title: str = ""):
                 ax.plot(*zip(*points), marker="o", markersize=3, label=label)
                 drawn = True
         if size_key in sizes:
-            ax.axhline(math.log(sizes[size_key]), color="red", linestyle="--",
-                       label=f"ln({sizes[size_key]}) = {math.log(sizes[size_key]):.2f} (uniform)")
-            flagged = [e for e, r in zip(epochs, records) if r.get(COLLAPSE_KEYS[size_key])]
-            for e in flagged:
-                ax.axvspan(e - 0.5, e + 0.5, color="red", alpha=0.15, lw=0)
-            if flagged:
-                ax.plot([], [], color="red", alpha=0.3, lw=6, label="collapse flagged")
+            _draw_uniform_level(ax, sizes[size_key], [e for e, r in zip(epochs, records)
+                                                      if r.get(COLLAPSE_KEYS[size_key])])
+        if panel.startswith("KL"):
+            ax.axhline(KL_MAX, color="red", linestyle=":", label=f"collapse watch: KL < {KL_MAX}")
         if not drawn:
             ax.text(0.5, 0.5, "not in this log", ha="center", va="center", transform=ax.transAxes, color="grey")
         elif len(series) > 1 or size_key in sizes:
@@ -109,12 +109,25 @@ def draw_curves(records: list[dict], sizes: dict, title: str = ""):
     return fig
 
 
+def _draw_uniform_level(ax, out_dim: int, flagged: list) -> None:
+    """ln(out_dim) (the entropy of a uniform teacher), the collapse watch's band below it, flagged epochs."""
+    level = math.log(out_dim)
+    ax.axhline(level, color="red", linestyle="--", label=f"ln({out_dim}) = {level:.2f} (uniform)")
+    ax.axhspan((1 - ENTROPY_REL_TOL) * level, level, color="red", alpha=0.08, lw=0,
+               label=f"within {ENTROPY_REL_TOL:.0%} of ln({out_dim})")
+    for e in flagged:
+        ax.axvspan(e - 0.5, e + 0.5, color="red", alpha=0.2, lw=0)
+    if flagged:
+        ax.plot([], [], color="red", alpha=0.4, lw=6, label="collapse flagged")
+
+
 def main(args: argparse.Namespace) -> str:
     records = read_log(os.path.join(args.output_dir, "log.txt"))
     sizes = read_sizes(os.path.join(args.output_dir, "args.json"))
     output = args.output or os.path.join(args.output_dir, "curves.png")
+    run_name = os.path.basename(os.path.normpath(args.output_dir))
     try:
-        fig = draw_curves(records, sizes, title=f"{args.output_dir} ({len(records)} epochs)")
+        fig = draw_curves(records, sizes, title=f"{run_name}: {len(records)} epochs")
     except ImportError:
         raise ValueError("drawing needs matplotlib: pip install matplotlib") from None
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

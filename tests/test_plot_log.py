@@ -38,7 +38,10 @@ def test_panels_hold_the_logged_values_and_the_uniform_levels(tmp_path):
     assert lines_of(ent)["entropy"][1] == pytest.approx([4.0, 4.1, 4.2, 4.3])
     assert np.allclose(lines_of(ent)["ln(256) = 5.55 (uniform)"][1], math.log(256))
     assert np.allclose(lines_of(ent_c)["ln(64) = 4.16 (uniform)"][1], math.log(64))
-    assert len(ent_c.patches) == 1 and len(ent.patches) == 0  # the flagged epoch is shaded on its head only
+    # the 2% band on both entropy panels, and the flagged epoch shaded on its head only
+    assert len(ent_c.patches) == 2 and len(ent.patches) == 1
+    assert "collapse flagged" in lines_of(ent_c) and "collapse flagged" not in lines_of(ent)
+    assert np.allclose(lines_of(kl)["collapse watch: KL < 0.01"][1], 0.01)
     assert lines_of(mean_k)["mean k"][1] == [2.5, 2.75, 3.0, 3.25]
     assert lines_of(lr)["lr"][1] == pytest.approx([1e-3, 2e-3, 3e-3, 4e-3])
     assert lines_of(wd)["wd"][1] == pytest.approx([0.04, 0.05, 0.06, 0.07])
