@@ -25,10 +25,18 @@ from itertools import islice
 import torch
 
 from croc_utils import distributed as du
-from croc_utils.checkpoint import CheckpointError, network_state, restart_from_checkpoint, save_checkpoint, unwrap
+from croc_utils.checkpoint import (
+    CheckpointError,
+    network_state,
+    remove_partial_saves,
+    restart_from_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from croc_utils.clustering import ClusteringConfig
 from croc_utils.datasets import build_pretrain_dataset, build_pretrain_loader
 from croc_utils.logging import MetricLogger, TensorboardWriter
+from croc_utils.monitor import CollapseWatch, non_finite_message
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
 from croc_utils.parser import parse_args
 from croc_utils.step import Precision, build_loss, build_networks, forward_step, update_student, update_teacher
@@ -77,8 +85,11 @@ def train_croc(args):
     croc_loss = build_loss(args).to(device)
     optimizer = build_optimizer(args.optimizer, get_params_groups(student_without_ddp), device)
     schedules = Schedules.from_args(args, len(data_loader), args.world_size)
+    collapse_watch = CollapseWatch(args.out_dim, args.out_dim_c, warmup_epochs=args.warmup_epochs)
 
     # ============ optionally resume training ... ============
+    if du.is_main_process():  # the temporary files of saves that a kill interrupted (only ours, by name)
+        remove_partial_saves(args.output_dir)
     run_variables = {"epoch": 0, "iteration": 0}
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     if restart_from_checkpoint(ckpt_path, run_variables, student=student, teacher=teacher, optimizer=optimizer,
@@ -107,10 +118,10 @@ def train_croc(args):
         # ============ training one epoch of CrOC ... ============
         try:
             stats, stopped_at = train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedules, epoch,
-                                                precision, args, device=device, stop=stop, start_iter=start_iter)
+                                                precision, args, device=device, stop=stop, start_iter=start_iter,
+                                                collapse_watch=collapse_watch)
         except NonFiniteLoss as err:
-            print(f"error: {err} in epoch {epoch}; stopping, the last good checkpoint {ckpt_path} is left intact.",
-                  force=True)
+            print(non_finite_message(err, epoch, ckpt_path, fp16=precision.scaler is not None), force=True)
             sys.exit(1)
         start_iter = 0
 
@@ -138,7 +149,7 @@ def train_croc(args):
 
 
 def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedules, epoch, precision, args, *,
-                    device: torch.device, stop: dict, start_iter: int = 0):
+                    device: torch.device, stop: dict, start_iter: int = 0, collapse_watch: CollapseWatch | None = None):
     """One epoch (docs/algorithm.md sections 3-5), from batch ``start_iter`` on.
 
     Returns (averaged stats, iteration where SIGTERM stopped us or None). One host sync per step: the check that
@@ -162,12 +173,16 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
                        freeze_last_layer=args.freeze_last_layer)
         update_teacher(teacher, student, float(schedules.momentum[it]))
 
+        diagnostics = croc_loss.diagnostics()  # teacher entropies and KLs, on the device
         logger.update(n_images=len(batch["crops"][0]) * args.world_size, loss=out.loss, d_loss=out.dino_term,
                       s_loss=out.cluster_term, mean_k=out.clusters.n_clusters.float().mean(),
-                      lr=optimizer.param_groups[0]["lr"], wd=optimizer.param_groups[0]["weight_decay"],
-                      **croc_loss.diagnostics())
+                      lr=optimizer.param_groups[0]["lr"], wd=optimizer.param_groups[0]["weight_decay"], **diagnostics)
+        if collapse_watch is not None:
+            collapse_watch.update(**diagnostics)
     stats = logger.summary()
-    stats["skipped_images"] = data_loader.dataset.log_skipped(epoch)
+    if collapse_watch is not None:
+        stats.update(collapse_watch.end_epoch(epoch))
+    stats.update(data_loader.dataset.skipped_this_epoch(epoch))
     return stats, None
 
 

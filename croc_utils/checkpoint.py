@@ -17,6 +17,8 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
+TEMP_MARKER = ".croc-partial-"  # temp files of save_checkpoint: <target>.croc-partial-<8 random chars>.tmp
+_TEMP_NAME = re.compile(r"^.+" + re.escape(TEMP_MARKER) + r"[a-z0-9_]{8}\.tmp$")  # mkstemp's 8 characters
 NEW_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
 OLD_WN = (".weight_g", ".weight_v")
 SAFE_GLOBALS = [argparse.Namespace]
@@ -61,11 +63,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_checkpoint(obj: dict, path: str) -> None:
     """torch.save to a temporary file in the same folder, fsync, then atomically replace ``path``.
 
-    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``.
+    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``. A kill
+    (SIGKILL, pre-emption) during the write leaves the temporary file, ``<name>.croc-partial-XXXXXXXX.tmp``, which
+    ``remove_partial_saves`` recognises by that name and deletes at the next start.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + TEMP_MARKER, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -75,6 +79,40 @@ def save_checkpoint(obj: dict, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def is_partial_save(folder: str, name: str) -> bool:
+    """True for a temporary file that ``save_checkpoint`` writes (a regular file, not a link, named
+    ``<target>.croc-partial-XXXXXXXX.tmp`` with mkstemp's 8 characters [a-z0-9_])."""
+    path = os.path.join(folder, name)
+    return bool(_TEMP_NAME.match(name)) and os.path.isfile(path) and not os.path.islink(path)
+
+
+def remove_partial_saves(folder: str) -> list[str]:
+    """Delete the temporary files that an interrupted ``save_checkpoint`` left in ``folder`` (not its subfolders).
+
+    Only names made by ``save_checkpoint`` are touched (see ``is_partial_save``); anything else, including
+    similar-looking user files, stays. Call it from the main process at start-up, before resuming, while no save of
+    this run is under way. Prints one line naming what was removed (nothing when there was nothing). Returns the
+    removed names.
+    """
+    if not os.path.isdir(folder):
+        return []
+    removed, freed = [], 0
+    for name in sorted(os.listdir(folder)):
+        if is_partial_save(folder, name):
+            path = os.path.join(folder, name)
+            size = os.path.getsize(path)
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # gone meanwhile
+                continue
+            removed.append(name)
+            freed += size
+    if removed:
+        print(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save in {folder} "
+              f"({freed / 2**20:.1f} MiB): {', '.join(removed)}")
+    return removed
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

@@ -123,27 +123,54 @@ def _accepts_generator(transform) -> bool:
 
 
 class _PretrainDataset(Dataset):
-    """Common item handling: an item is an index or an (index, augmentation seed) pair from EpochSampler."""
+    """Common item handling: an item is an index or an (index, augmentation seed) pair from EpochSampler.
 
-    def __init__(self, transform):
+    Unreadable files are recorded as one flag per file in shared memory (written by the DataLoader workers, read by
+    the main process), so each file counts once per epoch however often it is tried: as its own item, or as the
+    fallback of an unreadable neighbour, in any worker.
+    """
+
+    MAX_LOGGED_PATHS = 5
+
+    def __init__(self, transform, num_files: int = 0):
         self.transform = transform
         self._seeded = transform is not None and _accepts_generator(transform)
-        # Shared memory, so that increments made in DataLoader workers reach the main process.
-        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._reported = 0
+        # (num_files,) 0/1, shared memory so that the flags set in loader workers reach the main process.
+        self._unreadable = torch.zeros(num_files, dtype=torch.uint8).share_memory_()
+        self._ever_unreadable: set[int] = set()
 
     @property
     def num_skipped(self) -> int:
-        """Unreadable images skipped so far, by this process and its loader workers."""
-        return int(self._skipped.item())
+        """Distinct unreadable files met since the last ``skipped_this_epoch`` (this process and its workers)."""
+        return int(self._unreadable.sum())
 
-    def log_skipped(self, epoch: int) -> int:
-        """Log (one line) and return how many images were skipped since the last call, e.g. once per epoch."""
-        total = self.num_skipped
-        count, self._reported = total - self._reported, total
-        if count:
-            logger.warning("epoch %d: skipped %d unreadable images (%d in total)", epoch, count, total)
-        return count
+    def _mark_unreadable(self, index: int) -> None:
+        self._unreadable[index] = 1  # idempotent: no lost update when two workers meet the same file
+
+    def _path(self, index: int) -> str:
+        return str(index)
+
+    def skipped_this_epoch(self, epoch: int) -> dict:
+        """Count of distinct unreadable files met since the last call (over all processes), for the epoch's log.
+
+        Returns {"skipped_images": n} plus, when n > 0, "skipped_files": the first few paths; logs one warning line
+        and clears the flags. Under torch.distributed every process must call it (it gathers the flags).
+        """
+        if not len(self._unreadable):  # nothing is read from disk (the same on every process)
+            return {"skipped_images": 0}
+        indices = self._unreadable.nonzero().flatten().tolist()
+        if is_dist():  # a file can fail in several processes (a neighbour's fallback): count it once
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, indices)
+            indices = sorted(set().union(*gathered))
+        self._unreadable.zero_()
+        if not indices:
+            return {"skipped_images": 0}
+        self._ever_unreadable.update(indices)
+        paths = [self._path(i) for i in indices[: self.MAX_LOGGED_PATHS]]
+        logger.warning("epoch %d: skipped %d unreadable files (%d distinct so far), e.g. %s", epoch, len(indices),
+                       len(self._ever_unreadable), ", ".join(paths))
+        return {"skipped_images": len(indices), "skipped_files": paths}
 
     def _apply(self, img: Image.Image, seed: int | None):
         if self.transform is None:
@@ -166,7 +193,7 @@ class ImageFilesDataset(_PretrainDataset):
     """
 
     def __init__(self, files: list[str], transform=None):
-        super().__init__(transform)
+        super().__init__(transform, num_files=len(files))
         self.files = files
         self._warned: set[str] = set()
 
@@ -176,17 +203,21 @@ class ImageFilesDataset(_PretrainDataset):
     def __getitem__(self, item):
         index, seed = self._split(item)
         for offset in range(min(MAX_CONSECUTIVE_SKIPS, len(self.files))):
-            img = self._load(self.files[(index + offset) % len(self.files)])
+            img = self._load((index + offset) % len(self.files))
             if img is not None:
                 return self._apply(img, seed)
         raise RuntimeError(f"{MAX_CONSECUTIVE_SKIPS} consecutive unreadable images from {self.files[index]} on")
 
-    def _load(self, path: str) -> Image.Image | None:
+    def _path(self, index: int) -> str:
+        return self.files[index]
+
+    def _load(self, index: int) -> Image.Image | None:
+        path = self.files[index]
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-            self._skipped += 1
+            self._mark_unreadable(index)
             if path not in self._warned:  # once per file and process
                 self._warned.add(path)
                 logger.warning("skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
@@ -197,7 +228,7 @@ class SyntheticPretrainDataset(_PretrainDataset):
     """The transform applied to the images of `SyntheticScenes` (masks unused)."""
 
     def __init__(self, scenes: SyntheticScenes, transform=None):
-        super().__init__(transform)
+        super().__init__(transform)  # generated, never unreadable: no flags
         self.scenes = scenes
 
     def __len__(self) -> int:

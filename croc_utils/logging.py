@@ -83,7 +83,8 @@ class TensorboardWriter:
     def scalars(self, stats: dict, epoch: int) -> None:
         if self.writer is not None:
             for key, value in stats.items():
-                self.writer.add_scalar(f"train/{key}", value, epoch)
+                if isinstance(value, (int, float)):  # not the list of skipped files
+                    self.writer.add_scalar(f"train/{key}", value, epoch)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,6 +1,7 @@
-"""CrOC networks: DINO-configured timm ViTs with per-head keys, and the CrOC head."""
+"""CrOC networks: DINO-configured timm ViTs with per-head keys, the CrOC head, and the hub entry points."""
 
 from .head import CrOCHead, CrOCNetwork, NetworkOutput
+from .hub import croc_vits16, croc_vits16_full
 from .vision_transformer import (
     ARCH_CONFIGS,
     ARCH_NAMES,
@@ -14,4 +15,4 @@ from .vision_transformer import (
 )
 
 __all__ = ["ARCH_CONFIGS", "ARCH_NAMES", "BackboneOutput", "CrOCHead", "CrOCNetwork", "CrOCViT", "NetworkOutput",
-           "build_backbone", "canonical_arch", "vit_base", "vit_small", "vit_tiny"]
+           "build_backbone", "canonical_arch", "croc_vits16", "croc_vits16_full", "vit_base", "vit_small", "vit_tiny"]

@@ -1,6 +1,7 @@
 """Tests of croc_utils/datasets.py on tiny trees in a temp dir: every dataset type, archives, bad files, loader."""
 
 import argparse
+import json
 import logging
 import os
 import tarfile
@@ -12,7 +13,7 @@ import torch.distributed as dist
 from PIL import Image
 
 from croc_utils.datasets import EpochSampler, build_pretrain_dataset, build_pretrain_loader, mix_seed
-from croc_utils.parser import get_args_parser
+from croc_utils.parser import get_args_parser, parse_args
 from croc_utils.transforms import CrOCAugmentation
 
 TRANSFORM = CrOCAugmentation((0.25, 1.0), 32, 16)
@@ -106,10 +107,12 @@ def test_corrupt_images_are_skipped_counted_and_warned_once(tmp_path, caplog):
         img = ds[1]  # 1.jpg and 2.jpg are unreadable: the next readable image, 3.jpg, comes back
         ds[1]
     assert np.array(img)[0, 0].tolist() == [20, 20, 20]
-    assert ds.num_skipped == 4
+    assert ds.num_skipped == 2  # 4 failed reads, 2 files
     warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
     assert len(warned) == 2 and any("1.jpg" in w for w in warned) and any("2.jpg" in w for w in warned)
-    assert ds.log_skipped(epoch=0) == 4 and ds.log_skipped(epoch=1) == 0
+    bad = [str(tmp_path / "1.jpg"), str(tmp_path / "2.jpg")]
+    assert ds.skipped_this_epoch(epoch=0) == {"skipped_images": 2, "skipped_files": bad}
+    assert ds.skipped_this_epoch(epoch=1) == {"skipped_images": 0}
 
 
 def test_skips_in_workers_reach_the_main_process(tmp_path):
@@ -120,6 +123,40 @@ def test_skips_in_workers_reach_the_main_process(tmp_path):
     sampler.set_epoch(0)
     batches = list(loader)
     assert len(batches) == 2 and ds.num_skipped == 1
+
+
+def three_unreadable_files(folder):
+    """5 readable images and 3 unreadable ones in a row: reading item 5 tries 5, 6, 7; item 6 tries 6, 7; ...
+    so a count of failed reads gives 6, a count of files 3."""
+    write_images(folder, [f"{k}.png" for k in range(5)])
+    for k in range(5, 8):
+        (folder / f"{k}.png").write_bytes(b"not a png")
+    return [str(folder / f"{k}.png") for k in range(5, 8)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_unreadable_files_count_once_per_epoch_across_workers(tmp_path, num_workers):
+    bad = three_unreadable_files(tmp_path)
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), TRANSFORM)
+    loader, sampler = build_pretrain_loader(ds, batch_size=4, num_workers=num_workers, seed=0, distributed=False)
+    for epoch in range(2):  # persistent workers: the flags are cleared between epochs in the shared memory
+        sampler.set_epoch(epoch)
+        assert sum(len(b["crops"][0]) for b in loader) == 8  # every index read once
+        assert ds.skipped_this_epoch(epoch) == {"skipped_images": 3, "skipped_files": bad}
+    assert ds._ever_unreadable == {5, 6, 7}
+
+
+def test_unreadable_files_are_counted_once_over_processes(tmp_path):
+    bad = three_unreadable_files(tmp_path / "data")
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path / "data")), None)
+    ds.MAX_LOGGED_PATHS = 2
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        for i in range(8):
+            ds[i]
+        assert ds.skipped_this_epoch(0) == {"skipped_images": 3, "skipped_files": bad[:2]}
+    finally:
+        dist.destroy_process_group()
 
 
 def test_missing_or_empty_folders_fail_clearly(tmp_path):
@@ -203,3 +240,17 @@ def test_distributed_loader_uses_a_distributed_sampler(tmp_path):
         assert sampler.sampler.epoch == 1 and len([b for b in loader]) == 3
     finally:
         dist.destroy_process_group()
+
+
+def test_training_log_records_each_unreadable_file_once(tmp_path):
+    from main_croc import train_croc  # the epoch's log.txt line, end to end
+    from tests.test_train import SMALL
+
+    bad = three_unreadable_files(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    train_croc(parse_args(SMALL + ["--dataset_type", "imagefolder", "--data_path", str(tmp_path / "data"),
+                                   "--output_dir", str(out), "--epochs", "1", "--global_crops_size", "32",
+                                   "--saveckp_freq", "0"]))
+    line = json.loads((out / "log.txt").read_text())
+    assert line["train_skipped_images"] == 3 and line["train_skipped_files"] == bad

@@ -1,0 +1,140 @@
+"""Training curves of a run: ``python -m eval.plot_log OUTPUT_DIR`` draws ``OUTPUT_DIR/curves.png`` from its log.txt.
+
+log.txt holds one JSON line per epoch (``train_loss``, ``train_d_loss``, ``train_s_loss``, ``train_ent``,
+``train_kl``, ``train_ent_c``, ``train_kl_c``, ``train_mean_k``, ``train_lr``, ``train_wd``, ``train_img_per_s``,
+``epoch``, and ``train_collapse`` / ``train_collapse_c`` from the collapse watch); args.json gives out_dim and
+out_dim_c, whose logarithms are the entropies of a uniform teacher (the collapse level, croc_utils/monitor.py).
+
+    python -m eval.plot_log demo_output                  # -> demo_output/curves.png
+    python -m eval.plot_log runs/croc_coco --output curves_coco.png
+"""
+
+import argparse
+import json
+import math
+import os
+
+from croc_utils.monitor import ENTROPY_REL_TOL, KL_MAX
+from eval.features import run_cli
+
+# (title, [(log key, legend)], name of the args.json size whose ln is drawn as the uniform level, or None)
+PANELS = [
+    ("loss", [("train_loss", "total"), ("train_d_loss", "DINO (CLS)"), ("train_s_loss", "cluster")], None),
+    ("teacher entropy, CLS head", [("train_ent", "entropy")], "out_dim"),
+    ("teacher entropy, cluster head", [("train_ent_c", "entropy")], "out_dim_c"),
+    ("KL(teacher || student)", [("train_kl", "CLS"), ("train_kl_c", "cluster")], None),
+    ("mean number of clusters k", [("train_mean_k", "mean k")], None),
+    ("learning rate", [("train_lr", "lr")], None),
+    ("weight decay", [("train_wd", "wd")], None),
+    ("throughput (img/s)", [("train_img_per_s", "img/s")], None),
+]
+COLLAPSE_KEYS = {"out_dim": "train_collapse", "out_dim_c": "train_collapse_c"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("plot_log", description=__doc__.split("\n")[0])
+    parser.add_argument("output_dir", help="A training --output_dir (holding log.txt and args.json).")
+    parser.add_argument("--output", default="", help="Figure path. Default: OUTPUT_DIR/curves.png.")
+    return parser
+
+
+def read_log(path: str) -> list[dict]:
+    """Epoch records of a log.txt, sorted by epoch (a repeated epoch, from a rerun, keeps its last line)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (give the --output_dir of a training run)")
+    by_epoch = {}
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError(f"{path}:{number}: not an epoch record (a JSON object with an integer 'epoch')")
+            by_epoch[record["epoch"]] = record
+    if not by_epoch:
+        raise ValueError(f"{path}: no epoch line yet")
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def read_sizes(path: str) -> dict:
+    """out_dim and out_dim_c from args.json ({} when the file is absent)."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            args = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg})") from None
+    return {key: args[key] for key in ("out_dim", "out_dim_c") if isinstance(args.get(key), int) and args[key] > 0}
+
+
+def draw_curves(records: list[dict], sizes: dict, title: str = ""):
+    """A 2x4 matplotlib Figure of the log's per-epoch values (epochs flagged by the collapse watch shaded red).
+
+    Drawn with the Agg canvas and no pyplot, so it needs no display and leaves no global figure state.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(18, 7.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 4)
+    epochs = [r["epoch"] for r in records]
+    for ax, (panel, series, size_key) in zip(axes.flat, PANELS):
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        drawn = False
+        for key, label in series:
+            points = [(e, r[key]) for e, r in zip(epochs, records) if isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+                drawn = True
+        if size_key in sizes:
+            _draw_uniform_level(ax, sizes[size_key], [e for e, r in zip(epochs, records)
+                                                      if r.get(COLLAPSE_KEYS[size_key])])
+        if panel.startswith("KL"):
+            ax.axhline(KL_MAX, color="red", linestyle=":", label=f"collapse watch: KL < {KL_MAX}")
+        if not drawn:
+            ax.text(0.5, 0.5, "not in this log", ha="center", va="center", transform=ax.transAxes, color="grey")
+        elif len(series) > 1 or size_key in sizes:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _draw_uniform_level(ax, out_dim: int, flagged: list) -> None:
+    """ln(out_dim) (the entropy of a uniform teacher), the collapse watch's band below it, flagged epochs."""
+    level = math.log(out_dim)
+    ax.axhline(level, color="red", linestyle="--", label=f"ln({out_dim}) = {level:.2f} (uniform)")
+    ax.axhspan((1 - ENTROPY_REL_TOL) * level, level, color="red", alpha=0.08, lw=0,
+               label=f"within {ENTROPY_REL_TOL:.0%} of ln({out_dim})")
+    for e in flagged:
+        ax.axvspan(e - 0.5, e + 0.5, color="red", alpha=0.2, lw=0)
+    if flagged:
+        ax.plot([], [], color="red", alpha=0.4, lw=6, label="collapse flagged")
+
+
+def main(args: argparse.Namespace) -> str:
+    records = read_log(os.path.join(args.output_dir, "log.txt"))
+    sizes = read_sizes(os.path.join(args.output_dir, "args.json"))
+    output = args.output or os.path.join(args.output_dir, "curves.png")
+    run_name = os.path.basename(os.path.normpath(args.output_dir))
+    try:
+        fig = draw_curves(records, sizes, title=f"{run_name}: {len(records)} epochs")
+    except ImportError:
+        raise ValueError("drawing needs matplotlib: pip install matplotlib") from None
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=100)
+    print(f"wrote {output} ({len(records)} epochs{'' if sizes else '; no args.json: no ln(out_dim) lines'})")
+    return output
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

@@ -1,0 +1,128 @@
+"""The released CrOC ViT-S/16 as torch.hub entry points (``hubconf.py`` re-exports them).
+
+    model = torch.hub.load("<owner>/<repo>", "croc_vits16")                    # teacher backbone, COCO weights
+    model = torch.hub.load("<owner>/<repo>", "croc_vits16", weights="in1k")    # or "coco+", or a local file
+    from models import croc_vits16; model = croc_vits16(weights="runs/croc/checkpoint.pth")
+
+A released name is downloaded once into torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under a readable
+file name since the URLs carry none) and, like a local file, read with ``croc_utils.checkpoint.load_checkpoint``:
+``weights_only`` loading that allows nothing but tensors, plain data and argparse.Namespace. The files are full
+released checkpoints (docs/algorithm.md section 8); the teacher is what the paper evaluates.
+"""
+
+import os
+from typing import Mapping
+
+import torch
+
+from croc_utils.checkpoint import (
+    CheckpointError,
+    backbone_state_dict,
+    from_released_names,
+    load_backbone_state,
+    load_checkpoint,
+    load_network_state,
+)
+
+from .head import CrOCHead, CrOCNetwork
+from .vision_transformer import CrOCViT, vit_small
+
+# name -> (URL of the authors' full checkpoint, file name in the hub cache); see README "Released checkpoints".
+RELEASED_WEIGHTS = {
+    "coco": ("https://rdr.kuleuven.be/api/access/datafile/31383", "croc_vits16_coco_full.pth"),
+    "coco+": ("https://rdr.kuleuven.be/api/access/datafile/31400", "croc_vits16_coco_plus_full.pth"),
+    "in1k": ("https://rdr.kuleuven.be/api/access/datafile/28925", "croc_vits16_in1k_full.pth"),
+}
+RELEASED_HEAD = {"out_dim": 65536, "out_dim_c": 8192}
+
+
+def weights_path(weights: str, progress: bool = True) -> str:
+    """Local file of ``weights``: a released name (downloaded into the hub cache if not there yet) or a path."""
+    if weights in RELEASED_WEIGHTS:
+        url, file_name = RELEASED_WEIGHTS[weights]
+        folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+        path = os.path.join(folder, file_name)
+        if not os.path.isfile(path):
+            os.makedirs(folder, exist_ok=True)
+            print(f"Downloading the released CrOC {weights} checkpoint from {url} to {path}")
+            torch.hub.download_url_to_file(url, path, progress=progress)  # writes a temp file, then renames
+        return path
+    path = os.path.expanduser(str(weights))
+    if not os.path.isfile(path):
+        raise ValueError(f"weights={weights!r}: neither a released name ({', '.join(RELEASED_WEIGHTS)}) nor an "
+                         f"existing file")
+    return path
+
+
+def _read(weights: str, progress: bool) -> tuple[str, dict]:
+    path = weights_path(weights, progress)
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError as err:
+        if weights in RELEASED_WEIGHTS:  # a damaged download stays in the cache until removed
+            raise CheckpointError(f"{err}; delete it to download it again") from None
+        raise
+
+
+def croc_vits16(pretrained: bool = True, weights: str = "coco", checkpoint_key: str = "teacher",
+                progress: bool = True, **kwargs) -> CrOCViT:
+    """CrOC ViT-S/16 backbone (the ``checkpoint_key`` network of the file, teacher by default) in eval mode.
+
+    Args:
+        pretrained: load ``weights``; False gives a randomly initialised ViT-S/16.
+        weights: "coco", "coco+", "in1k" (the released checkpoints) or the path of a checkpoint: a CrOC or DINO
+            full checkpoint, or a bare backbone state dict.
+        checkpoint_key: "teacher" or "student" in a full checkpoint.
+        kwargs: passed to ``models.vit_small`` (e.g. ``which_features``); must keep the released shapes.
+    Returns:
+        The backbone: ``model(x)`` with x (B, 3, H, W), sides multiples of 16, gives cls (B, 384), tokens
+        (B, 1+N, 384) and keys (B, 6, 1+N, 64); DINO's ``get_intermediate_layers`` and
+        ``get_last_selfattention`` are there too.
+    """
+    state = None
+    if pretrained:  # read (and check) the file before the slower build
+        path, ckpt = _read(weights, progress)
+        state = backbone_state_dict(ckpt, checkpoint_key, path)
+    model = vit_small(patch_size=16, **kwargs)
+    if state is not None:
+        load_backbone_state(model, state, path, checkpoint_key)
+        missing = sorted(set(model.state_dict()) - set(state))
+        if missing:  # a hub model is all or nothing
+            raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
+    return model.eval()
+
+
+def _head_sizes(network_state: Mapping[str, torch.Tensor]) -> dict:
+    """out_dim, out_dim_c and use_bn of the head stored in a (released-spelling) network state dict."""
+    state = from_released_names(network_state)
+    sizes = {}
+    for key, layer in (("out_dim", "last_layer"), ("out_dim_c", "last_layer_c")):
+        weight = state.get(f"head.{layer}.parametrizations.weight.original1")
+        sizes[key] = weight.shape[0] if weight is not None else RELEASED_HEAD[key]
+    sizes["use_bn"] = "head.mlp.1.running_mean" in state
+    return sizes
+
+
+def croc_vits16_full(pretrained: bool = True, weights: str = "coco", checkpoint_key: str = "teacher",
+                     progress: bool = True, **kwargs) -> CrOCNetwork:
+    """CrOC ViT-S/16 backbone + projection head (``CrOCNetwork``) in eval mode, e.g. to continue from the released
+    prototypes or to read the teacher's CLS / cluster assignments.
+
+    The head's sizes come from the file (the released ones: out_dim 65536, out_dim_c 8192); ``pretrained=False``
+    gives a random network with the released sizes. Arguments as ``croc_vits16``; the file must be a full
+    checkpoint (with ``head.*``). ``model.head(tokens)`` gives (M, out_dim) logits, ``cluster=True`` (M, out_dim_c).
+    """
+    sizes, path, state = dict(RELEASED_HEAD, use_bn=False), "", None
+    if pretrained:
+        path, ckpt = _read(weights, progress)
+        if not isinstance(ckpt.get(checkpoint_key), Mapping):
+            raise CheckpointError(f"{path}: no '{checkpoint_key}' network (entries: {sorted(ckpt)[:8]}); "
+                                  f"croc_vits16_full needs a full checkpoint")
+        state = ckpt[checkpoint_key]
+        sizes = _head_sizes(state)
+    backbone = vit_small(patch_size=16, **kwargs)
+    model = CrOCNetwork(backbone, CrOCHead(backbone.embed_dim, sizes["out_dim"], sizes["out_dim_c"],
+                                           use_bn=sizes["use_bn"]))
+    if state is not None:
+        load_network_state(model, state, path, checkpoint_key)
+    return model.eval()

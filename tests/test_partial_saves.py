@@ -1,0 +1,86 @@
+"""Issue 14: a save killed mid-write leaves a recognisable temp file, removed at the next start; nothing else is."""
+
+import os
+import subprocess
+import sys
+
+from croc_utils.checkpoint import is_partial_save, load_checkpoint, remove_partial_saves
+from tests.test_train import ROOT, run, subprocess_env
+
+QUICK = ["--saveckp_freq", "0", "--global_crops_size", "32", "--synthetic_size", "64"]
+
+# A real save_checkpoint in a real process, SIGKILLed once part of the file is on disk (what kill -9 or a
+# pre-emption does to main_croc.py during a save).
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+from croc_utils.checkpoint import save_checkpoint
+
+def dying_save(obj, f):
+    f.write(b"PK\\x03\\x04" + bytes(1 << 20))  # the start of a zip, as torch.save writes it
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = dying_save
+save_checkpoint({"epoch": 99}, sys.argv[1])
+"""
+
+LOOK_ALIKES = [  # a user's files and folders whose names resemble ours: none may go
+    "checkpoint.pth.abcd1234.tmp",  # the generic mkstemp naming (also what older versions of this code wrote)
+    "checkpoint.pth.croc-partial-mine.tmp",  # not 8 characters
+    "checkpoint.pth.croc-partial-ABCD1234.tmp",  # mkstemp never writes capitals
+    "checkpoint.pth.croc-partial-abcd1234.tmp.bak",
+    "croc-partial-abcd1234.tmp",  # no target name
+    "notes.txt",
+]
+
+
+def make_look_alikes(out):
+    for name in LOOK_ALIKES:
+        with open(os.path.join(out, name), "w") as f:
+            f.write("user data")
+    os.mkdir(os.path.join(out, "dir.croc-partial-abcd1234.tmp"))  # a folder with our pattern
+    os.symlink(os.path.join(out, "notes.txt"), os.path.join(out, "link.croc-partial-abcd1234.tmp"))  # a link
+    os.mkdir(os.path.join(out, "sub"))  # subfolders are not searched
+    with open(os.path.join(out, "sub", "checkpoint.pth.croc-partial-abcd1234.tmp"), "w") as f:
+        f.write("user data")
+
+
+def test_killed_save_leaves_a_temp_that_the_next_start_removes_then_resumes(tmp_path, capsys):
+    out = run(tmp_path, "run", "--epochs", "1", *QUICK)
+    ckpt = os.path.join(out, "checkpoint.pth")
+    before = open(ckpt, "rb").read()
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, ckpt], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [n for n in os.listdir(out) if n.startswith("checkpoint.pth.")]
+    assert len(leftovers) == 1 and is_partial_save(out, leftovers[0]), os.listdir(out)
+    assert os.path.getsize(os.path.join(out, leftovers[0])) > 1 << 20
+    assert open(ckpt, "rb").read() == before  # the atomic save kept the previous checkpoint
+    make_look_alikes(out)
+    capsys.readouterr()
+
+    run(tmp_path, "run", "--epochs", "2", *QUICK)  # the same command, one more epoch
+
+    lines = capsys.readouterr().out.splitlines()
+    removed = [i for i, line in enumerate(lines) if line.startswith("Removed ")]
+    resumed = [i for i, line in enumerate(lines) if line.startswith(f"Resumed from {ckpt} at epoch 1")]
+    assert len(removed) == 1 and len(resumed) == 1 and removed[0] < resumed[0], lines
+    assert lines[removed[0]] == (f"Removed 1 temporary file(s) left by an interrupted checkpoint save in {out} "
+                                 f"(1.0 MiB): {leftovers[0]}")
+    assert not os.path.exists(os.path.join(out, leftovers[0]))
+    for name in LOOK_ALIKES + ["dir.croc-partial-abcd1234.tmp", "link.croc-partial-abcd1234.tmp",
+                               "sub/checkpoint.pth.croc-partial-abcd1234.tmp"]:
+        assert os.path.lexists(os.path.join(out, name)), name
+    assert open(os.path.join(out, "checkpoint.pth.croc-partial-ABCD1234.tmp")).read() == "user data"
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    assert not [n for n in os.listdir(out) if is_partial_save(out, n)]
+
+
+def test_nothing_to_remove_prints_nothing(tmp_path, capsys):
+    make_look_alikes(str(tmp_path))
+    assert remove_partial_saves(str(tmp_path)) == []
+    assert remove_partial_saves(str(tmp_path / "missing")) == []
+    assert capsys.readouterr().out == ""
+    assert sorted(os.listdir(tmp_path)) == sorted(LOOK_ALIKES + ["dir.croc-partial-abcd1234.tmp",
+                                                                 "link.croc-partial-abcd1234.tmp", "sub"])
