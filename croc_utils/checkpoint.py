@@ -71,6 +71,8 @@ def save_checkpoint(obj: dict, path: str) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + TEMP_MARKER, suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates the file readable by its owner only; give it the mode any other new file would get
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -79,6 +81,13 @@ def save_checkpoint(obj: dict, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_partial_save(folder: str, name: str) -> bool:

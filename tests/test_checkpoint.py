@@ -1,5 +1,6 @@
 import argparse
 import os
+import stat
 
 import pytest
 import torch
@@ -177,3 +178,13 @@ def test_bare_backbone_and_missing_key(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint_key"):
         torch.save({"student": {}, "epoch": 1}, path)
         load_pretrained_backbone(dst, path, checkpoint_key="teacher")
+
+
+def test_saved_checkpoint_has_the_mode_of_an_ordinary_new_file(tmp_path):
+    """Colleagues on a shared cluster read checkpoints: not mkstemp's owner-only 0600 but 0666 minus the umask."""
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint({"epoch": 1}, str(tmp_path / "checkpoint.pth"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "checkpoint.pth").st_mode) == 0o644
