@@ -75,9 +75,6 @@ def train_croc(args):
     # ============ building student and teacher networks ... ============
     student, teacher = build_networks(args, device)
     student_without_ddp = unwrap(student)
-    if args.compile:
-        student_without_ddp.backbone.compile()
-        teacher.backbone.compile()
     print(f"Student and teacher are built: both are {args.arch}/{args.patch_size} networks, precision "
           f"{precision.name}.")
 

@@ -90,9 +90,6 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, device: torch.device):
         self.args, self.device = args, device
         self.student, self.teacher = build_networks(args, device)
-        if args.compile:
-            self.student.backbone.compile()
-            self.teacher.backbone.compile()
         self.croc_loss = build_loss(args).to(device)
         self.optimizer = build_optimizer("adamw", get_params_groups(self.student), device)
         for group in self.optimizer.param_groups:

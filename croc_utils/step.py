@@ -65,7 +65,8 @@ def build_network(args, *, drop_path_rate: float) -> CrOCNetwork:
 def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
     """Student (wrapped in DDP when ``args.distributed``) and teacher: equal weights, the teacher frozen.
 
-    DDP broadcasts rank 0's weights when it wraps the student, so the teacher is copied afterwards.
+    DDP broadcasts rank 0's weights when it wraps the student, so the teacher is copied afterwards. With
+    ``--compile`` both backbones are compiled in place (their state-dict names do not change).
     """
     student = build_network(args, drop_path_rate=args.drop_path_rate).to(device)
     teacher = build_network(args, drop_path_rate=0.0).to(device)
@@ -77,6 +78,9 @@ def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
             student, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     teacher.load_state_dict(unwrap(student).state_dict(), strict=True)
     teacher.requires_grad_(False)
+    if args.compile:
+        unwrap(student).backbone.compile()
+        teacher.backbone.compile()
     return student, teacher
 
 
