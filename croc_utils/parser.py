@@ -99,6 +99,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic_cache", default=False, type=bool_flag,
                    help="[new] Draw the synthetic scenes once, in parallel, and serve them from memory "
                         "(num_images x size^2 x 4 bytes). Default: false (drawn on the fly).")
+    p.add_argument("--synthetic_style", default="default", type=str, choices=["default", "large"],
+                   help="[new] Layout of the synthetic scenes (croc_utils.synthetic.SCENE_STYLES): default, or large "
+                        "(fewer, bigger objects, coarser textures: for small-scale runs). Default: default.")
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
 
 
