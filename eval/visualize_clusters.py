@@ -34,6 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_backbone_args(parser)
     parser.add_argument("--image", default="", type=str, help="Image to draw; empty: a synthetic val scene.")
     parser.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene.")
+    parser.add_argument("--synthetic_style", default="default", choices=["default", "large"],
+                        help="Layout of the synthetic scene (croc_utils.synthetic.SCENE_STYLES).")
     parser.add_argument("--global_crops_size", default=224, type=int)
     parser.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2)
     parser.add_argument("--colour_aug", default=False, type=bool_flag,
@@ -58,7 +60,8 @@ def load_image(args) -> Image.Image:
             raise FileNotFoundError(f"--image {args.image}: cannot read it ({type(err).__name__})") from None
     from croc_utils.synthetic import SyntheticScenes
 
-    return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed)[0][0]
+    return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed,
+                           style=args.synthetic_style)[0][0]
 
 
 def make_views(image: Image.Image, args, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
