@@ -77,7 +77,7 @@ PRESETS = {
                           kmeans_restarts=1, batch_size=32),
         parallel=True, threads=1, budget="CPU, < 2 min (CI)"),
     "cpu": Preset(
-        train={**RECIPE, "--synthetic_num_images": "2048", "--batch_size_per_gpu": "32", "--epochs": "8",
+        train={**RECIPE, "--synthetic_num_images": "1536", "--batch_size_per_gpu": "32", "--epochs": "8",
                "--lr": "0.008", "--saveckp_freq": "2", "--num_workers": "1"},
         precision=CPU_PRECISION_FLAGS,
         probe_data={"pool_images": 600, "val_images": 200, "input_size": 128, "style": "large"},

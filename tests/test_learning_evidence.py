@@ -67,4 +67,4 @@ def test_every_preset_parses_and_runs_differ_only_in_alpha_s(monkeypatch):
         assert parsed["croc"]["synthetic_style"] == preset.probe_data["style"], name
         assert parsed["croc"]["saveckp_freq"] <= parsed["croc"]["epochs"], name
     assert le.PRESETS["gpu"].precision == le.GPU_PRECISION_FLAGS
-    assert le.images_seen(le.PRESETS["cpu"], 2) == 2 * 2048
+    assert le.images_seen(le.PRESETS["cpu"], 2) == 2 * 1536
