@@ -313,12 +313,12 @@ def build_pretrain_dataset(args, transform) -> Dataset:
     """The `--dataset_type` training set, each item `transform(image)`; clear one-line errors for missing data.
 
     Reads args.dataset_type, data_path, imagenet1k_path, coco_path, untar_path, synthetic_num_images,
-    synthetic_size, synthetic_cache and seed.
+    synthetic_size, synthetic_cache, synthetic_style and seed.
     """
     kind = args.dataset_type
     if kind == "synthetic":
         scenes = SyntheticScenes("train", args.synthetic_num_images, args.synthetic_size, args.seed,
-                                 cache=args.synthetic_cache)
+                                 cache=args.synthetic_cache, style=args.synthetic_style)
         return SyntheticPretrainDataset(scenes, transform)
     if kind == "imagefolder":
         files = list_images(_root(args.data_path, "--data_path", args.untar_path), "--data_path")

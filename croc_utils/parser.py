@@ -12,6 +12,7 @@ import sys
 
 from croc_utils.cli import OneLineErrorParser, bool_flag
 from croc_utils.clustering import ClusteringConfig
+from croc_utils.synthetic import SCENE_STYLES
 from croc_utils.transforms import (
     GLOBAL_CROPS_SCALE,
     GLOBAL_CROPS_SIZE,
@@ -119,6 +120,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic_cache", default=False, type=bool_flag,
                    help="[new] Draw the synthetic scenes once, in parallel, and serve them from memory "
                         "(num_images x size^2 x 4 bytes). Default: false (drawn on the fly).")
+    p.add_argument("--synthetic_style", default="default", type=str, choices=list(SCENE_STYLES),
+                   help="[new] Layout of the synthetic scenes (croc_utils.synthetic.SCENE_STYLES): default, or large "
+                        "(fewer, bigger objects, coarser textures: for small-scale runs). Default: default.")
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
     p.add_argument("--prefetch_factor", default=2, type=int,
                    help="[new] Batches each loader worker prepares ahead. Default: 2.")

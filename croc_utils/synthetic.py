@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,26 @@ TEXTURES = ("rings", "checker", "stripes", "dots", "sectors", "grid", "waves")
 CLASS_TEXTURE = (0, 1, 2, 3, 4, 5, 6)
 PREFERRED_TEXTURE_P = 0.85
 SPLITS = {"train": 0, "val": 1}
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """Layout knobs of the generator. ``default`` is the scene set every test and README number was measured on.
+
+    objects: instances per scene, an integer in [lo, hi).
+    radius: object radius as a fraction of the image side, log-uniform in [lo, hi].
+    texture_scale: multiplies every texture period (objects and background), so textures stay legible when scenes
+        are drawn small.
+    """
+
+    objects: tuple[int, int] = (4, 10)
+    radius: tuple[float, float] = (0.06, 0.32)
+    texture_scale: float = 1.0
+
+
+# "large": fewer, bigger objects with coarser textures, so that scenes of 96-128 px still hold objects of several
+# 16-px patches (the default's smallest objects are a fraction of one such patch). For small-scale pretraining.
+SCENE_STYLES = {"default": SceneStyle(), "large": SceneStyle(objects=(2, 6), radius=(0.12, 0.36), texture_scale=1.5)}
 
 # One palette for objects and backgrounds alike, so colour carries no class information.
 PALETTE = np.array(
@@ -141,11 +162,12 @@ def _background(rng: np.random.Generator, size: int, scale: float) -> np.ndarray
     return image + alpha * (third - image)
 
 
-def _paint_object(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
-    """Paint one random instance in place over `image` (S, S, 3) and `mask` (S, S)."""
+def _paint_object(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, scale: float,
+                  radius_range: tuple[float, float] = (0.06, 0.32)) -> None:
+    """Paint one random instance in place over `image` (S, S, 3) and `mask` (S, S); radius_range: fraction of S."""
     size = mask.shape[0]
     cls = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
-    radius = size * math.exp(rng.uniform(math.log(0.06), math.log(0.32)))
+    radius = size * math.exp(rng.uniform(math.log(radius_range[0]), math.log(radius_range[1])))
     cx, cy = rng.uniform(0, size, 2)
     theta = rng.uniform(0, 2 * math.pi)
     stretch = math.exp(rng.uniform(-0.2, 0.2))
@@ -168,13 +190,17 @@ def _paint_object(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     mask[y0:y1, x0:x1][inside] = cls
 
 
-def render_scene(rng: np.random.Generator, size: int = 224) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: image (size, size, 3) uint8 and mask (size, size) uint8 with values in [0, len(SYNTHETIC_CLASSES))."""
-    scale = size / 224
+def render_scene(rng: np.random.Generator, size: int = 224, style: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """One scene: image (size, size, 3) uint8 and mask (size, size) uint8 with values in [0, len(SYNTHETIC_CLASSES)).
+
+    ``style`` names a :class:`SceneStyle` of ``SCENE_STYLES``.
+    """
+    layout = scene_style(style)
+    scale = size / 224 * layout.texture_scale
     image = _background(rng, size, scale)
     mask = np.zeros((size, size), dtype=np.uint8)
-    for _ in range(int(rng.integers(4, 10))):
-        _paint_object(image, mask, rng, scale)
+    for _ in range(int(rng.integers(*layout.objects))):
+        _paint_object(image, mask, rng, scale, layout.radius)
     # Global illumination gradient and sensor noise, so that no class is a flat colour.
     gx, gy = rng.uniform(-0.15, 0.15, 2) / size
     coords = np.arange(size, dtype=np.float32)
@@ -183,20 +209,29 @@ def render_scene(rng: np.random.Generator, size: int = 224) -> tuple[np.ndarray,
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
 
 
-def _render_range(seed: int, split: str, size: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scenes start..stop-1 of a split: images (n, size, size, 3) uint8 and masks (n, size, size) uint8."""
-    scenes = [render_scene(np.random.default_rng([seed, SPLITS[split], i]), size) for i in range(start, stop)]
+def scene_style(name: str) -> SceneStyle:
+    if name not in SCENE_STYLES:
+        raise ValueError(f"--synthetic_style must be one of {', '.join(SCENE_STYLES)}, got {name!r}")
+    return SCENE_STYLES[name]
+
+
+def _render_range(seed: int, split: str, size: int, start: int, stop: int,
+                  style: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """Scenes start..stop-1 of a split (absolute indices): images (n, size, size, 3) uint8, masks (n, size, size)."""
+    scenes = [render_scene(np.random.default_rng([seed, SPLITS[split], i]), size, style) for i in range(start, stop)]
     return np.stack([img for img, _ in scenes]), np.stack([mask for _, mask in scenes])
 
 
-def render_all(split: str, num_images: int, size: int, seed: int, workers: int | None = None):
-    """Every scene of a split, drawn once in ``workers`` processes (default: all CPUs): (images, masks) arrays.
+def render_all(split: str, num_images: int, size: int, seed: int, workers: int | None = None, first_index: int = 0,
+               style: str = "default"):
+    """Scenes first_index .. first_index + num_images - 1 of a split, drawn once in ``workers`` processes (default:
+    all CPUs): (images, masks) arrays.
 
     The result equals drawing each scene on demand: scene i is still a function of (seed, split, i) alone.
     """
     workers = max(1, min(workers or os.cpu_count() or 1, num_images))
-    bounds = np.linspace(0, num_images, min(num_images, 8 * workers) + 1).astype(int)
-    chunks = [(seed, split, size, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    bounds = first_index + np.linspace(0, num_images, min(num_images, 8 * workers) + 1).astype(int)
+    chunks = [(seed, split, size, int(a), int(b), style) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if workers == 1:
         parts = [_render_range(*chunk) for chunk in chunks]
     else:
@@ -216,22 +251,29 @@ class SyntheticScenes:
         cache: draw every scene once at construction (in parallel, see ``render_all``) and serve them from memory
             (``--synthetic_cache``): num_images * size^2 * 4 bytes, e.g. 200 MiB for 4096 scenes of 112 px.
         workers: processes drawing the cache (default: all CPUs).
+        first_index: item i is scene ``first_index + i`` of the split, so disjoint sets of one split can be made
+            (e.g. a development set from train-split scenes that pretraining never sees). Default 0.
+        style: a name of ``SCENE_STYLES`` (``--synthetic_style``). Default: ``default``.
     Items: (PIL.Image RGB size x size, mask uint8 numpy (size, size)), class names in SYNTHETIC_CLASSES.
     """
 
     def __init__(self, split: str = "train", num_images: int = 1000, size: int = 224, seed: int = 0,
-                 cache: bool = False, workers: int | None = None):
+                 cache: bool = False, workers: int | None = None, first_index: int = 0, style: str = "default"):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
         if num_images <= 0:
             raise ValueError(f"--synthetic_num_images must be positive, got {num_images}")
         if size < 16:
             raise ValueError(f"--synthetic_size must be at least 16 px, got {size}")
+        if first_index < 0:
+            raise ValueError(f"synthetic first_index must be >= 0, got {first_index}")
         self.split, self.num_images, self.size, self.seed = split, num_images, size, seed
+        self.first_index, self.style = first_index, style
+        scene_style(style)  # a bad name fails here, not in a loader worker
         self.classes = SYNTHETIC_CLASSES
         self._images = self._masks = None
         if cache:
-            self._images, self._masks = render_all(split, num_images, size, seed, workers)
+            self._images, self._masks = render_all(split, num_images, size, seed, workers, first_index, style)
 
     def __len__(self) -> int:
         return self.num_images
@@ -242,7 +284,8 @@ class SyntheticScenes:
         index %= self.num_images
         if self._images is not None:
             return Image.fromarray(self._images[index], mode="RGB"), self._masks[index]
-        image, mask = render_scene(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.size)
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], self.first_index + index])
+        image, mask = render_scene(rng, self.size, self.style)
         return Image.fromarray(image, mode="RGB"), mask
 
 
@@ -251,9 +294,10 @@ def colourize_mask(mask: np.ndarray) -> np.ndarray:
     return MASK_COLOURS[mask]
 
 
-def save_figure(out: str, seed: int = 0, split: str = "val", size: int = 224, count: int = 3) -> Path:
+def save_figure(out: str, seed: int = 0, split: str = "val", size: int = 224, count: int = 3,
+                style: str = "default") -> Path:
     """Save `count` synthetic images next to their colour-coded masks, with a class legend, as a PNG."""
-    scenes = SyntheticScenes(split, count, size, seed)
+    scenes = SyntheticScenes(split, count, size, seed, style=style)
     legend_h, gap = 22, 4
     canvas = Image.new("RGB", (2 * size + gap, count * (size + gap) + legend_h * len(SYNTHETIC_CLASSES)), "white")
     for row in range(count):
@@ -279,8 +323,9 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=sorted(SPLITS))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--count", type=int, default=3, help="Number of image/mask pairs.")
+    parser.add_argument("--style", default="default", choices=sorted(SCENE_STYLES))
     args = parser.parse_args()
-    print(save_figure(args.out, args.seed, args.split, args.size, args.count))
+    print(save_figure(args.out, args.seed, args.split, args.size, args.count, args.style))
 
 
 if __name__ == "__main__":

@@ -293,10 +293,12 @@ def _read_categories(path: Path) -> list[dict]:
 class SyntheticSegmentation(Dataset):
     """The embedded synthetic scenes (``croc_utils.synthetic``) in the reader interface above."""
 
-    def __init__(self, split: str = "train", num_images: int = 100, size: int = 224, seed: int = 0, transform=None):
+    def __init__(self, split: str = "train", num_images: int = 100, size: int = 224, seed: int = 0, transform=None,
+                 first_index: int = 0, cache: bool = False, style: str = "default"):
         from croc_utils.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
 
-        self.scenes = SyntheticScenes(split=split, num_images=num_images, size=size, seed=seed)
+        self.scenes = SyntheticScenes(split=split, num_images=num_images, size=size, seed=seed,
+                                      first_index=first_index, cache=cache, style=style)
         self.class_names = tuple(SYNTHETIC_CLASSES)
         self.transform = transform
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from croc_utils.checkpoint import load_checkpoint
 from croc_utils.cli import bool_flag
 from croc_utils.clustering import ClusteringConfig, cluster_views
+from croc_utils.synthetic import SCENE_STYLES, SyntheticScenes
 from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CrOCAugmentation
 from eval.features import add_backbone_args, load_backbone, run_cli
 
@@ -36,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_backbone_args(parser)
     parser.add_argument("--image", default="", type=str, help="Image to draw; empty: a synthetic val scene.")
     parser.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene.")
+    parser.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
+                        help="Layout of the synthetic scene (croc_utils.synthetic.SCENE_STYLES).")
     parser.add_argument("--global_crops_size", default=224, type=int)
     parser.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2)
     parser.add_argument("--colour_aug", default=False, type=bool_flag,
@@ -56,9 +59,9 @@ def load_image(args) -> Image.Image:
             return Image.open(args.image).convert("RGB")
         except (FileNotFoundError, OSError) as err:
             raise FileNotFoundError(f"--image {args.image}: cannot read it ({type(err).__name__})") from None
-    from croc_utils.synthetic import SyntheticScenes
 
-    return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed)[0][0]
+    return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed,
+                           style=args.synthetic_style)[0][0]
 
 
 def clustering_config(checkpoint: dict, args) -> ClusteringConfig:

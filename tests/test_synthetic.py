@@ -116,3 +116,25 @@ def test_cache_serves_the_scenes_drawn_on_the_fly(workers):
     for i in range(12):
         assert np.array_equal(np.asarray(cached[i][0]), np.asarray(fresh[i][0]))
         assert np.array_equal(cached[i][1], fresh[i][1])
+
+
+def test_first_index_shifts_the_stream_and_cache_agrees():
+    base = SyntheticScenes("train", 6, 48, seed=2)
+    shifted = SyntheticScenes("train", 3, 48, seed=2, first_index=3)
+    cached = SyntheticScenes("train", 3, 48, seed=2, first_index=3, cache=True, workers=1)
+    for i in range(3):
+        assert np.array_equal(np.array(shifted[i][0]), np.array(base[3 + i][0]))
+        assert np.array_equal(np.array(cached[i][0]), np.array(base[3 + i][0]))
+        assert np.array_equal(cached[i][1], base[3 + i][1])
+
+
+def test_large_style_has_fewer_bigger_objects():
+    default, large = SyntheticScenes("train", 30, 96, seed=0), SyntheticScenes("train", 30, 96, seed=0, style="large")
+    def object_stats(scenes):
+        masks = np.stack([scenes[i][1] for i in range(len(scenes))])
+        return (masks > 0).mean(), np.mean([len(np.unique(m)) - 1 for m in masks])
+    (fg_default, classes_default), (fg_large, classes_large) = object_stats(default), object_stats(large)
+    assert classes_large < classes_default  # fewer instances, so fewer classes per scene
+    assert fg_large / classes_large > 1.3 * fg_default / classes_default  # each class covers more of the image
+    with pytest.raises(ValueError, match="synthetic_style"):
+        SyntheticScenes("train", 3, 48, style="huge")
