@@ -26,7 +26,6 @@ bilinear images (antialiased when shrinking) and nearest masks; train RandomResi
 
 import random
 
-import cv2
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
@@ -44,19 +43,33 @@ def to_tensors(image, mask) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ===== LC: the fork's OpenCV resampling =====
 
+# OpenCV is imported where it is used: the synthetic probe (eval.dense_probe), whose scenes are drawn at the probe's
+# size, then never needs it, so it also runs where OpenCV is not installed (e.g. a lent GPU machine).
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (H, W, 3) -> (size, size, 3), bicubic a = -0.75 without antialiasing."""
+    """uint8 (H, W, 3) -> (size, size, 3), bicubic a = -0.75 without antialiasing (a copy when already that size,
+    which is what OpenCV returns then)."""
+    if image.shape[:2] == (size, size):
+        return image.copy()
+    import cv2
+
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 (H, W) -> (height, width), nearest with the floor-index rule (no label is invented)."""
+    if mask.shape[:2] == (height, width):
+        return mask.copy()
+    import cv2
+
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 def scale_rotate(array: np.ndarray, angle: float, scale: float, nearest: bool, border: int = 0) -> np.ndarray:
     """Rotate by ``angle`` degrees (counter-clockwise) and zoom by ``scale`` about the centre (w / 2, h / 2), keeping
     the size (H, W[, 3]); pixels from outside the array get ``border``."""
+    import cv2
+
     h, w = array.shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     return cv2.warpAffine(array, matrix, (w, h), flags=cv2.INTER_NEAREST if nearest else cv2.INTER_CUBIC,
