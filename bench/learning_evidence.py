@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from eval.dense_probe import ProbeConfig, evaluate_backbone, synthetic_probe_data
-from eval.features import load_backbone
+from eval.features import default_device, load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]  # the training runs use this checkout: cwd and PYTHONPATH
 
@@ -93,7 +93,7 @@ PRESETS = {
         precision=GPU_PRECISION_FLAGS,
         probe_data={"pool_images": 1000, "val_images": 500, "input_size": 128, "style": "large"},
         probe=ProbeConfig(n_train=500, seeds=(0, 1, 2), max_iter=500, n_clusters=(0, 100), batch_size=256),
-        device="cuda", parallel=False, budget="<= 8 min on one H200"),
+        device="auto", parallel=False, budget="<= 8 min on one H200"),
 }
 
 
@@ -303,6 +303,8 @@ def resolve(args) -> Preset:
     preset = PRESETS[args.preset]
     if args.device:
         preset = replace(preset, device=args.device)
+    if preset.device == "auto":  # the run's device: CUDA where there is one (the gpu preset's card), else the CPU
+        preset = replace(preset, device=default_device())
     if args.num_workers >= 0:
         preset = replace(preset, train={**preset.train, "--num_workers": str(args.num_workers)})
     if args.sequential:
