@@ -150,11 +150,14 @@ class CrOCLoss(nn.Module):
     @torch.no_grad()
     def _diagnostic_sums(self, teacher_logp: Tensor, teacher_logp_c: Tensor, weights: Tensor, dino_term: Tensor,
                          cluster_term: Tensor) -> Tensor:
-        """Per-process sums behind the diagnostics: (4,) = [sum H(teacher), n teacher rows x dino term,
-        sum H(teacher cluster) over valid rows, n valid cluster rows x cluster term]."""
+        """Per-process sums behind the diagnostics: (4 + out_dim + out_dim_c,) = [sum H(teacher), n teacher rows x
+        dino term, sum H(teacher cluster) over valid rows, n valid cluster rows x cluster term, sum of the teacher
+        CLS distributions (out_dim), sum of the valid teacher cluster distributions (out_dim_c)]."""
         n_rows, n_rows_c = teacher_logp.shape[0], weights.sum()
-        return torch.stack([_entropy(teacher_logp).sum(), n_rows * dino_term,
-                            (weights * _entropy(teacher_logp_c)).sum(), n_rows_c * cluster_term])
+        teacher_probs, teacher_probs_c = teacher_logp.exp(), teacher_logp_c.exp()
+        scalars = torch.stack([_entropy(teacher_logp).sum(), n_rows * dino_term,
+                               (weights * _entropy(teacher_logp_c)).sum(), n_rows_c * cluster_term])
+        return torch.cat([scalars, teacher_probs.sum(0), weights @ teacher_probs_c])
 
     @torch.no_grad()
     def update_center(self, teacher_cls: Tensor, teacher_clusters: Tensor, weights: Tensor | None = None,
@@ -190,16 +193,29 @@ class CrOCLoss(nn.Module):
         return rest
 
     def diagnostics(self) -> dict[str, Tensor]:
-        """Logged quantities of the last forward, averaged over all processes (0-dim tensors, no host sync).
+        """Logged quantities of the last forward, over all processes (0-dim tensors, no host sync).
 
         ent: mean entropy of the teacher CLS distribution softmax((t - center) / T_t) (centre before the update).
+        ent_batch: entropy of the batch-mean teacher CLS distribution. Together they tell DINO's phases apart:
+            both near ln(out_dim) = a uniform teacher (the first phase, or collapse onto the uniform solution);
+            ent low and ent_batch high = every image gets a sharp and different distribution (learning);
+            both low = every image gets the same sharp distribution (collapse onto one output).
         kl: mean KL(teacher || student) over the pairs of the DINO term = dino term - ent.
-        ent_c: mean entropy of the teacher cluster distribution (0 without any cluster).
+        ent_c, ent_batch_c: the same two entropies for the teacher cluster distribution, over the valid clusters
+            (0 without any cluster).
         kl_c: mean KL(teacher view i || student view j != i) over the clusters = cluster term - ent_c.
         """
         if self._diagnostics is None:
             raise RuntimeError("CrOCLoss.diagnostics() needs a forward first")
-        ent_sum, dino_sum, ent_c_sum, cluster_sum, n_rows, n_rows_c = self._diagnostics.unbind()
+        out_dim, out_dim_c = self.center.shape[1], self.center_c.shape[1]
+        scalars, probs_sum, probs_sum_c, counts = self._diagnostics.split([4, out_dim, out_dim_c, 2])
+        (ent_sum, dino_sum, ent_c_sum, cluster_sum), (n_rows, n_rows_c) = scalars.unbind(), counts.unbind()
         ent, ent_c = ent_sum / n_rows, ent_c_sum / n_rows_c.clamp_min(1)
-        return {"ent": ent, "kl": dino_sum / n_rows - ent, "ent_c": ent_c,
+        return {"ent": ent, "ent_batch": _entropy_of_probs(probs_sum / n_rows), "kl": dino_sum / n_rows - ent,
+                "ent_c": ent_c, "ent_batch_c": _entropy_of_probs(probs_sum_c / n_rows_c.clamp_min(1)),
                 "kl_c": cluster_sum / n_rows_c.clamp_min(1) - ent_c}
+
+
+def _entropy_of_probs(probs: Tensor) -> Tensor:
+    """Entropy of one distribution (C,) given as probabilities (0 log 0 = 0; an all-zero vector gives 0)."""
+    return -(probs * torch.log(probs.clamp_min(1e-30))).sum()

@@ -18,6 +18,7 @@ from croc_utils.transforms import (
     GLOBAL_CROPS_SIZE,
     LOCAL_CROPS_SCALE,
     LOCAL_CROPS_SIZE,
+    RELEASED_PIPELINES,
     CrOCAugmentation,
 )
 from models import ARCH_NAMES, canonical_arch
@@ -37,6 +38,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="Freeze the weight-norm gains of both output layers at 1. Default: true.")
     p.add_argument("--momentum_teacher", default=0.996, type=float,
                    help="Base EMA momentum of the teacher, raised to 1 with a cosine schedule. Default: 0.996.")
+    p.add_argument("--head_hidden_dim", default=2048, type=int,
+                   help="[new] Width of the head's two hidden layers. Default: 2048 (released).")
+    p.add_argument("--head_bottleneck_dim", default=256, type=int,
+                   help="[new] Width of the head's L2-normalised bottleneck (input of both output layers). "
+                        "Default: 256 (released).")
     p.add_argument("--use_bn_in_head", default=False, type=bool_flag,
                    help="BatchNorm after the hidden linears of the head. Default: false.")
     p.add_argument("--drop_path_rate", type=float, default=0.1, help="Student stochastic depth. Default: 0.1.")
@@ -126,6 +132,21 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
     p.add_argument("--prefetch_factor", default=2, type=int,
                    help="[new] Batches each loader worker prepares ahead. Default: 2.")
+    view1, view2, local = RELEASED_PIPELINES
+    p.add_argument("--blur_p", type=float, nargs=3, default=[view1.blur_p, view2.blur_p, local.blur_p],
+                   metavar=("VIEW1", "VIEW2", "LOCAL"),
+                   help="[new] Gaussian-blur probability of view 1, view 2 and the local crops. Default: 1.0 0.1 0.5 "
+                        "(released).")
+    p.add_argument("--solarize_p", type=float, nargs=3, default=[view1.solarize_p, view2.solarize_p, local.solarize_p],
+                   metavar=("VIEW1", "VIEW2", "LOCAL"),
+                   help="[new] Solarisation probability of view 1, view 2 and the local crops. Default: 0 0.2 0 "
+                        "(released).")
+    p.add_argument("--jitter_p", type=float, default=view1.jitter_p,
+                   help="[new] Colour-jitter probability of every view. Default: 0.8 (released).")
+    p.add_argument("--grayscale_p", type=float, default=view1.grayscale_p,
+                   help="[new] Grayscale probability of every view. Default: 0.2 (released).")
+    p.add_argument("--hue_jitter", type=float, default=view1.hue,
+                   help="[new] Largest hue shift of the colour jitter, in [0, 0.5]. Default: 0.1 (released).")
     p.add_argument("--augment_on", default="cpu", choices=["cpu", "device"],
                    help="[new] Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
                         "released) or device (batched on the training device; the workers do the geometry only). "
@@ -179,7 +200,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # Ranges of the numeric flags the objects below do not own: (lowest, highest, highest included).
 AT_LEAST = {
-    "batch_size_per_gpu": 1, "epochs": 1, "out_dim": 1, "out_dim_c": 1, "log_freq": 1, "prefetch_factor": 1,
+    "batch_size_per_gpu": 1, "epochs": 1, "out_dim": 1, "out_dim_c": 1, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
+    "log_freq": 1, "prefetch_factor": 1,
     "synthetic_num_images": 1, "synthetic_size": 16, "local_crops_number": 0, "num_workers": 0, "saveckp_freq": 0,
     "warmup_epochs": 0, "freeze_last_layer": 0, "warmup_teacher_temp_epochs": 0,
     "lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0, "weight_decay_end": 0.0, "clip_grad": 0.0, "alpha_s": 0.0,

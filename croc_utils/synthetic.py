@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from croc_utils.texture_scenes import TEXTURE_FAMILIES, render_texture_scene
+
 SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring", "star", "cross", "crescent")
 TEXTURES = ("rings", "checker", "stripes", "dots", "sectors", "grid", "waves")
 # Preferred texture family of each object class (index into TEXTURES), in SYNTHETIC_CLASSES[1:] order.
@@ -46,11 +48,18 @@ class SceneStyle:
     objects: tuple[int, int] = (4, 10)
     radius: tuple[float, float] = (0.06, 0.32)
     texture_scale: float = 1.0
+    kind: str = "objects"  # "objects" (classes by shape, SYNTHETIC_CLASSES) or "texture" (TEXTURE_FAMILIES)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return TEXTURE_FAMILIES if self.kind == "texture" else SYNTHETIC_CLASSES
 
 
 # "large": fewer, bigger objects with coarser textures, so that scenes of 96-128 px still hold objects of several
 # 16-px patches (the default's smallest objects are a fraction of one such patch). For small-scale pretraining.
-SCENE_STYLES = {"default": SceneStyle(), "large": SceneStyle(objects=(2, 6), radius=(0.12, 0.36), texture_scale=1.5)}
+# "texture": Voronoi mosaics whose classes are texture families (croc_utils.texture_scenes, docs/synthetic.md).
+SCENE_STYLES = {"default": SceneStyle(), "large": SceneStyle(objects=(2, 6), radius=(0.12, 0.36), texture_scale=1.5),
+                "texture": SceneStyle(kind="texture")}
 
 # One palette for objects and backgrounds alike, so colour carries no class information.
 PALETTE = np.array(
@@ -191,16 +200,20 @@ def _paint_object(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
 
 
 def render_scene(rng: np.random.Generator, size: int = 224, style: str = "default") -> tuple[np.ndarray, np.ndarray]:
-    """One scene: image (size, size, 3) uint8 and mask (size, size) uint8 with values in [0, len(SYNTHETIC_CLASSES)).
+    """One scene: image (size, size, 3) uint8 and mask (size, size) uint8 with values in [0, len(classes)), the
+    classes of the style (``SceneStyle.classes``).
 
     ``style`` names a :class:`SceneStyle` of ``SCENE_STYLES``.
     """
     layout = scene_style(style)
-    scale = size / 224 * layout.texture_scale
-    image = _background(rng, size, scale)
-    mask = np.zeros((size, size), dtype=np.uint8)
-    for _ in range(int(rng.integers(*layout.objects))):
-        _paint_object(image, mask, rng, scale, layout.radius)
+    if layout.kind == "texture":
+        image, mask = render_texture_scene(rng, size)
+    else:
+        scale = size / 224 * layout.texture_scale
+        image = _background(rng, size, scale)
+        mask = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(int(rng.integers(*layout.objects))):
+            _paint_object(image, mask, rng, scale, layout.radius)
     # Global illumination gradient and sensor noise, so that no class is a flat colour.
     gx, gy = rng.uniform(-0.15, 0.15, 2) / size
     coords = np.arange(size, dtype=np.float32)
@@ -270,7 +283,7 @@ class SyntheticScenes:
         self.split, self.num_images, self.size, self.seed = split, num_images, size, seed
         self.first_index, self.style = first_index, style
         scene_style(style)  # a bad name fails here, not in a loader worker
-        self.classes = SYNTHETIC_CLASSES
+        self.classes = scene_style(style).classes
         self._images = self._masks = None
         if cache:
             self._images, self._masks = render_all(split, num_images, size, seed, workers, first_index, style)
@@ -299,14 +312,14 @@ def save_figure(out: str, seed: int = 0, split: str = "val", size: int = 224, co
     """Save `count` synthetic images next to their colour-coded masks, with a class legend, as a PNG."""
     scenes = SyntheticScenes(split, count, size, seed, style=style)
     legend_h, gap = 22, 4
-    canvas = Image.new("RGB", (2 * size + gap, count * (size + gap) + legend_h * len(SYNTHETIC_CLASSES)), "white")
+    canvas = Image.new("RGB", (2 * size + gap, count * (size + gap) + legend_h * len(scenes.classes)), "white")
     for row in range(count):
         image, mask = scenes[row]
         canvas.paste(image, (0, row * (size + gap)))
         canvas.paste(Image.fromarray(colourize_mask(mask)), (size + gap, row * (size + gap)))
     draw = ImageDraw.Draw(canvas)
     top = count * (size + gap)
-    for cls, name in enumerate(SYNTHETIC_CLASSES):
+    for cls, name in enumerate(scenes.classes):
         y = top + cls * legend_h + 3
         draw.rectangle([4, y, 20, y + 14], fill=tuple(int(c) for c in MASK_COLOURS[cls]), outline="black")
         draw.text((28, y + 1), f"{cls}: {name}", fill="black")

@@ -41,21 +41,45 @@ class CropBox:
 
 @dataclass(frozen=True)
 class ColourPipeline:
-    """Probabilities of one view's colour operations (docs/algorithm.md section 1)."""
+    """Probabilities of one view's colour operations and the largest hue shift (docs/algorithm.md section 1)."""
 
     blur_p: float
     solarize_p: float = 0.0
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    hue: float = 0.1  # ColorJitter(hue=...): the shift is uniform in [-hue, hue], at most 0.5
+
+    @property
+    def jitter_ranges(self) -> tuple[tuple[float, float], ...]:
+        """(brightness, contrast, saturation, hue) factor ranges of the colour jitter."""
+        return (*JITTER_RANGES[:3], (-self.hue, self.hue))
 
 
 # View 1 and view 2 of the release (DINO's global views); local crops use DINO's local-crop pipeline.
 VIEW1_COLOUR = ColourPipeline(blur_p=1.0)
 VIEW2_COLOUR = ColourPipeline(blur_p=0.1, solarize_p=0.2)
 LOCAL_COLOUR = ColourPipeline(blur_p=0.5)
+RELEASED_PIPELINES = (VIEW1_COLOUR, VIEW2_COLOUR, LOCAL_COLOUR)  # the parser's defaults of the colour flags
 # ColorJitter(brightness=.4, contrast=.4, saturation=.2, hue=.1) ranges.
 JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))
 BLUR_RADIUS = (0.1, 2.0)
+
+
+def colour_pipelines(*, blur_p, solarize_p, jitter_p: float, grayscale_p: float,
+                     hue: float) -> tuple[ColourPipeline, ColourPipeline, ColourPipeline]:
+    """The (view 1, view 2, local crops) pipelines of the colour flags (``--blur_p`` and ``--solarize_p`` give one
+    probability per view, the others apply to every view). ValueError naming the flag for a value out of range."""
+    for flag, values in (("blur_p", blur_p), ("solarize_p", solarize_p)):
+        if len(values) != 3:
+            raise ValueError(f"--{flag} takes 3 probabilities (view 1, view 2, local crops), got {len(values)}")
+    for flag, value in [("blur_p", v) for v in blur_p] + [("solarize_p", v) for v in solarize_p] + [
+            ("jitter_p", jitter_p), ("grayscale_p", grayscale_p)]:
+        if not 0 <= value <= 1:
+            raise ValueError(f"--{flag} must lie in [0, 1], got {value}")
+    if not 0 <= hue <= 0.5:
+        raise ValueError(f"--hue_jitter must lie in [0, 0.5], got {hue}")
+    return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=jitter_p, grayscale_p=grayscale_p, hue=hue)
+                 for b, s in zip(blur_p, solarize_p))
 
 
 @dataclass(frozen=True)
@@ -155,7 +179,7 @@ def sample_colour_params(pipeline: ColourPipeline, generator=None) -> ColourPara
     order = tuple(torch.randperm(4, generator=generator).tolist())
     jitter = None
     if u[0] < pipeline.jitter_p:
-        jitter = tuple(lo + (hi - lo) * v for (lo, hi), v in zip(JITTER_RANGES, u[1:5]))
+        jitter = tuple(lo + (hi - lo) * v for (lo, hi), v in zip(pipeline.jitter_ranges, u[1:5]))
     blur = BLUR_RADIUS[0] + (BLUR_RADIUS[1] - BLUR_RADIUS[0]) * u[7] if u[6] < pipeline.blur_p else None
     return ColourParams(jitter, order, u[5] < pipeline.grayscale_p, blur, u[8] < pipeline.solarize_p)
 
@@ -208,6 +232,8 @@ class CrOCAugmentation:
             applying them here; ``croc_utils.photometric.apply_photometric`` applies them on the training device.
             The random draws are the same either way.
         pixel_positions: also return every pixel's original-image position (training needs the patches' only).
+        pipelines: the colour operations of (view 1, view 2, local crops); default the release's (``colour_pipelines``
+            builds them from the colour flags).
     Calling it on a PIL RGB image returns a dict of lists in the order [v1, v2, *locals]:
         'crops': (3, S, S) float tensors, normalised (uint8 and not colour-augmented with ``colour_on_device``);
         'patch_positions': (N, 2) per-patch original-image (x, y);
@@ -228,6 +254,7 @@ class CrOCAugmentation:
         colour: bool = True,
         colour_on_device: bool = False,
         pixel_positions: bool = False,
+        pipelines: tuple[ColourPipeline, ColourPipeline, ColourPipeline] = RELEASED_PIPELINES,
     ):
         _check_size(global_crops_size, patch_size, "global_crops_size")
         if local_crops_number < 0:
@@ -241,20 +268,27 @@ class CrOCAugmentation:
         self.local_crops_number = local_crops_number
         self.patch_size = patch_size
         self.colour, self.colour_on_device, self.pixel_positions = colour, colour_on_device, pixel_positions
+        self.pipelines = tuple(pipelines)
 
     @classmethod
     def from_args(cls, args, **kwargs) -> "CrOCAugmentation":
         """The augmentation of a run's flags (``--global_crops_*``, ``--local_crops_*``, ``--patch_size``,
-        ``--augment_on``)."""
+        ``--augment_on`` and the colour flags ``--blur_p``, ``--solarize_p``, ``--jitter_p``, ``--grayscale_p``,
+        ``--hue_jitter``; a Namespace without the latter gets the release's pipelines)."""
+        pipelines = RELEASED_PIPELINES
+        if hasattr(args, "blur_p"):
+            pipelines = colour_pipelines(blur_p=args.blur_p, solarize_p=args.solarize_p, jitter_p=args.jitter_p,
+                                         grayscale_p=args.grayscale_p, hue=args.hue_jitter)
         return cls(args.global_crops_scale, args.global_crops_size, args.patch_size, args.local_crops_number,
-                   args.local_crops_scale, args.local_crops_size,
+                   args.local_crops_scale, args.local_crops_size, pipelines=pipelines,
                    colour_on_device=getattr(args, "augment_on", "cpu") == "device", **kwargs)
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None, return_params: bool = False):
         global_args = (self.global_crops_size, self.global_crops_scale)
         local_args = (self.local_crops_size, self.local_crops_scale)
-        specs = [(*global_args, VIEW1_COLOUR), (*global_args, VIEW2_COLOUR)]
-        specs += [(*local_args, LOCAL_COLOUR)] * self.local_crops_number
+        view1, view2, local = self.pipelines
+        specs = [(*global_args, view1), (*global_args, view2)]
+        specs += [(*local_args, local)] * self.local_crops_number
         views = [self._view(img, size, scale, pipeline, generator) for size, scale, pipeline in specs]
         out = {key: [view[key] for view in views] for key in views[0]}
         if not return_params:

@@ -300,21 +300,29 @@ def evaluate_backbone(model: nn.Module, data: ProbeData, cfg: ProbeConfig,
                           device=device)
     val = cache_features(model, data.val_images, batch_size=cfg.batch_size, n_last_blocks=cfg.n_last_blocks,
                          device=device)
-    t_feat = time.time() - t0
+    return evaluate_features(pool, val, data, cfg, verbose=verbose, seconds_features=time.time() - t0)
+
+
+def evaluate_features(pool: torch.Tensor, val: torch.Tensor, data: ProbeData, cfg: ProbeConfig, *,
+                      verbose: bool = True, seconds_features: float = 0.0) -> dict:
+    """Linear probe and K-means of cached feature maps, pool (P, D, h, w) and val (V, D, h, w), of ``data``'s images.
+
+    K-means is skipped (an empty "kmeans" entry) when the features have fewer dimensions than ``cfg.pca_dim``.
+    """
+    t0 = time.time()
     names = data.class_names
     probe_runs = [run_linear_probe(pool, data.pool_masks, val, data.val_masks, names, seed=s, cfg=cfg)
                   for s in cfg.seeds]
-    if cfg.pca_dim > val.shape[1]:
-        raise ValueError(f"--pca_dim {cfg.pca_dim} exceeds the feature dimension {val.shape[1]}")
-    x = standardize_pca(val.permute(0, 2, 3, 1).reshape(-1, val.shape[1]), cfg.pca_dim)
     kmeans_results = {}
-    for k in cfg.n_clusters:
-        k = k or len(names)
-        runs = [run_kmeans_seed(x, tuple(val.shape[-2:]), data.val_masks, names, k=k, seed=s, cfg=cfg)
-                for s in cfg.seeds]
-        kmeans_results[str(k)] = summarise(runs)
+    if cfg.pca_dim <= val.shape[1]:
+        x = standardize_pca(val.permute(0, 2, 3, 1).reshape(-1, val.shape[1]), cfg.pca_dim)
+        for k in cfg.n_clusters:
+            k = k or len(names)
+            runs = [run_kmeans_seed(x, tuple(val.shape[-2:]), data.val_masks, names, k=k, seed=s, cfg=cfg)
+                    for s in cfg.seeds]
+            kmeans_results[str(k)] = summarise(runs)
     out = {"linear": summarise(probe_runs), "kmeans": kmeans_results, "feature_shape": list(val.shape[1:]),
-           "seconds": {"features": t_feat, "total": time.time() - t0}}
+           "seconds": {"features": seconds_features, "total": seconds_features + time.time() - t0}}
     if verbose:
         print(format_result(out))
     return out
@@ -382,6 +390,9 @@ def main(args: argparse.Namespace) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     torch.manual_seed(args.seed)  # a random-init backbone is then reproducible
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
+    feature_dim = model.embed_dim * args.n_last_blocks
+    if args.pca_dim > feature_dim:
+        raise ValueError(f"--pca_dim {args.pca_dim} exceeds the feature dimension {feature_dim}")
     if args.dataset == "synthetic":
         data = synthetic_probe_data(pool_images=args.pool_images, val_images=args.val_images,
                                     input_size=args.input_size, synthetic_size=args.synthetic_size or None,

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_backbone_state, load_checkpoint
-from models import build_backbone
+from models import ARCH_CONFIGS, build_backbone
 
 __all__ = [
     "add_backbone_args",
@@ -40,7 +40,7 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> None:
                              "Empty: random initialisation (a notice is printed).")
     parser.add_argument("--checkpoint_key", default="teacher", type=str,
                         help="Entry of a full checkpoint holding the network (teacher or student). Default: teacher.")
-    parser.add_argument("--arch", default="vit_small", type=str, choices=["vit_tiny", "vit_small", "vit_base"],
+    parser.add_argument("--arch", default="vit_small", type=str, choices=list(ARCH_CONFIGS),
                         help="Backbone architecture. Default: vit_small.")
     parser.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="Patch size. Default: 16.")
     parser.add_argument("--device", default=default_device(), type=str,

@@ -1,9 +1,13 @@
 """Training curves of a run: ``python -m eval.plot_log OUTPUT_DIR`` draws ``OUTPUT_DIR/curves.png`` from its log.txt.
 
 log.txt holds one JSON line per epoch (``train_loss``, ``train_d_loss``, ``train_s_loss``, ``train_ent``,
-``train_kl``, ``train_ent_c``, ``train_kl_c``, ``train_mean_k``, ``train_lr``, ``train_wd``, ``train_img_per_s``,
+``train_ent_batch``, ``train_kl``, ``train_ent_c``, ``train_ent_batch_c``, ``train_kl_c``, ``train_mean_k``,
+``train_lr``, ``train_wd``, ``train_img_per_s``,
 ``epoch``, and ``train_collapse`` / ``train_collapse_c`` from the collapse watch); args.json gives out_dim and
 out_dim_c, whose logarithms are the entropies of a uniform teacher (the collapse level, croc_utils/monitor.py).
+The entropy panels show the mean per-sample teacher entropy beside the entropy of the batch-mean teacher
+distribution: training has left DINO's first phase when the first falls well below the second
+(croc_utils/loss.CrOCLoss.diagnostics).
 
     python -m eval.plot_log demo_output                  # -> demo_output/curves.png
     python -m eval.plot_log runs/croc_coco --output curves_coco.png
@@ -20,8 +24,9 @@ from eval.features import run_cli
 # (title, [(log key, legend)], name of the args.json size whose ln is drawn as the uniform level, or None)
 PANELS = [
     ("loss", [("train_loss", "total"), ("train_d_loss", "DINO (CLS)"), ("train_s_loss", "cluster")], None),
-    ("teacher entropy, CLS head", [("train_ent", "entropy")], "out_dim"),
-    ("teacher entropy, cluster head", [("train_ent_c", "entropy")], "out_dim_c"),
+    ("teacher entropy, CLS head", [("train_ent", "per sample"), ("train_ent_batch", "of the batch mean")], "out_dim"),
+    ("teacher entropy, cluster head", [("train_ent_c", "per sample"), ("train_ent_batch_c", "of the batch mean")],
+     "out_dim_c"),
     ("KL(teacher || student)", [("train_kl", "CLS"), ("train_kl_c", "cluster")], None),
     ("mean number of clusters k", [("train_mean_k", "mean k")], None),
     ("learning rate", [("train_lr", "lr")], None),

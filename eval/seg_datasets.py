@@ -295,11 +295,11 @@ class SyntheticSegmentation(Dataset):
 
     def __init__(self, split: str = "train", num_images: int = 100, size: int = 224, seed: int = 0, transform=None,
                  first_index: int = 0, cache: bool = False, style: str = "default"):
-        from croc_utils.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
+        from croc_utils.synthetic import SyntheticScenes
 
         self.scenes = SyntheticScenes(split=split, num_images=num_images, size=size, seed=seed,
                                       first_index=first_index, cache=cache, style=style)
-        self.class_names = tuple(SYNTHETIC_CLASSES)
+        self.class_names = tuple(self.scenes.classes)
         self.transform = transform
 
     @property

@@ -10,9 +10,11 @@ from .vision_transformer import (
     build_backbone,
     canonical_arch,
     vit_base,
+    vit_pico,
     vit_small,
     vit_tiny,
 )
 
 __all__ = ["ARCH_CONFIGS", "ARCH_NAMES", "BackboneOutput", "CrOCHead", "CrOCNetwork", "CrOCViT", "NetworkOutput",
-           "build_backbone", "canonical_arch", "croc_vits16", "croc_vits16_full", "vit_base", "vit_small", "vit_tiny"]
+           "build_backbone", "canonical_arch", "croc_vits16", "croc_vits16_full", "vit_base", "vit_pico",
+           "vit_small", "vit_tiny"]

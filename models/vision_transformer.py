@@ -17,9 +17,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 ARCH_CONFIGS = {
-    "vit_tiny": dict(embed_dim=192, num_heads=3),
-    "vit_small": dict(embed_dim=384, num_heads=6),
-    "vit_base": dict(embed_dim=768, num_heads=12),
+    # [new] for small-scale runs on a CPU (docs/algorithm.md section 2; README "Does it learn?" for why this size)
+    "vit_pico": dict(embed_dim=128, num_heads=2, depth=4),
+    "vit_tiny": dict(embed_dim=192, num_heads=3, depth=12),
+    "vit_small": dict(embed_dim=384, num_heads=6, depth=12),
+    "vit_base": dict(embed_dim=768, num_heads=12, depth=12),
 }
 # The released CLI also accepts deit_* names, which mean the same networks.
 ARCH_NAMES = (*ARCH_CONFIGS, "deit_tiny", "deit_small")
@@ -136,7 +138,12 @@ def _vit(arch: str, patch_size: int = 16, drop_path_rate: float = 0.0, which_fea
     if patch_size not in (8, 16):
         raise ValueError(f"patch_size must be 8 or 16, got {patch_size}")
     return CrOCViT(patch_size=patch_size, drop_path_rate=drop_path_rate, which_features=which_features,
-                   **ARCH_CONFIGS[arch], **kwargs)
+                   **{**ARCH_CONFIGS[arch], **kwargs})  # kwargs may override the config (e.g. depth in tests)
+
+
+def vit_pico(patch_size: int = 16, drop_path_rate: float = 0.0, which_features: str = "k", **kwargs) -> CrOCViT:
+    """ViT-Pico (ours, not in the release): D=128, H=2, depth 4, for CPU-sized experiments."""
+    return _vit("vit_pico", patch_size, drop_path_rate, which_features, **kwargs)
 
 
 def vit_tiny(patch_size: int = 16, drop_path_rate: float = 0.0, which_features: str = "k", **kwargs) -> CrOCViT:

@@ -34,6 +34,11 @@ def entropy(p):
     return -sum(pc * math.log(pc) for pc in p if pc > 0)
 
 
+def batch_mean_entropy(probs):
+    """Entropy of the mean of a list of distributions."""
+    return entropy([sum(column) / len(probs) for column in zip(*probs)])
+
+
 def teacher_probs(logits, center, temp):
     return [softmax([(v - c) / temp for v, c in zip(row, center)]) for row in logits.tolist()]
 
@@ -82,8 +87,12 @@ def test_terms_equal_hand_written_cross_entropy(ncrops, epoch):
     assert dino.item() == pytest.approx(ref_dino, rel=1e-5)
     assert cluster.item() == pytest.approx(ref_cluster, rel=1e-5)
     logs = loss.diagnostics()
-    assert set(logs) == {"ent", "kl", "ent_c", "kl_c"}
-    for key, expected in dict(ent=ref_ent, kl=ref_kl, ent_c=ref_ent_c, kl_c=ref_kl_c).items():
+    assert set(logs) == {"ent", "ent_batch", "kl", "ent_c", "ent_batch_c", "kl_c"}
+    ref_ent_batch = batch_mean_entropy(teacher_probs(t_cls, center, t_temp))
+    ref_ent_batch_c = batch_mean_entropy(teacher_probs(t_c, center_c, t_temp_c))
+    assert ref_ent_batch >= ref_ent  # entropy is concave: the mean distribution is at least as uncertain
+    for key, expected in dict(ent=ref_ent, kl=ref_kl, ent_c=ref_ent_c, kl_c=ref_kl_c, ent_batch=ref_ent_batch,
+                              ent_batch_c=ref_ent_batch_c).items():
         assert logs[key].item() == pytest.approx(expected, rel=1e-4, abs=1e-6), key
 
 

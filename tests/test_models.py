@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import CrOCHead, CrOCNetwork, build_backbone, vit_base, vit_small, vit_tiny
+from models import CrOCHead, CrOCNetwork, build_backbone, vit_base, vit_pico, vit_small, vit_tiny
 
 DINO_TOP_KEYS = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
                  "norm.bias"}
@@ -30,6 +30,15 @@ def test_shapes(factory, dim, heads, patch_size, size):
     assert out.tokens.shape == (2, 1 + n, dim)
     assert out.keys.shape == (2, heads, 1 + n, dim // heads)
     assert model.pos_embed.shape == (1, 1 + (224 // patch_size) ** 2, dim)
+
+
+def test_pico_is_four_blocks_of_width_128():
+    model = vit_pico(patch_size=8).eval()
+    assert len(model.blocks) == 4 and model.embed_dim == 128 and model.num_heads == 2
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 48, 48))
+    assert out.tokens.shape == (2, 1 + 36, 128) and out.keys.shape == (2, 2, 1 + 36, 64)
+    assert build_backbone("vit_pico", patch_size=8).state_dict().keys() == model.state_dict().keys()
 
 
 def test_state_dict_names_are_dino():

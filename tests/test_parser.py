@@ -73,6 +73,12 @@ def test_launcher_and_aliases():
     (["--prefetch_factor", "0"], "--prefetch_factor"),
     (["--precision", "fp8"], "--precision"),
     (["--augment_on", "gpu"], "--augment_on"),
+    (["--blur_p", "1", "0.1", "1.5"], "--blur_p"),
+    (["--solarize_p", "0", "-0.2", "0"], "--solarize_p"),
+    (["--grayscale_p", "1.2"], "--grayscale_p"),
+    (["--jitter_p", "-1"], "--jitter_p"),
+    (["--hue_jitter", "0.6"], "--hue_jitter"),
+    (["--head_hidden_dim", "0"], "--head_hidden_dim"),
 ])
 def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     with pytest.raises(SystemExit) as err:
@@ -94,6 +100,16 @@ def test_short_run_zeroes_the_warmups_with_a_notice(capsys):
     assert "--warmup_epochs (1)" in capsys.readouterr().out
     parse_args(["--epochs", "2", "--warmup_epochs", "0"])
     assert capsys.readouterr().out == ""  # nothing changed, nothing said
+
+
+def test_colour_flags_default_to_the_released_pipelines():
+    from croc_utils.transforms import RELEASED_PIPELINES, CrOCAugmentation
+
+    assert CrOCAugmentation.from_args(parse_args([])).pipelines == RELEASED_PIPELINES
+    aug = CrOCAugmentation.from_args(parse_args(["--blur_p", "0", "0", "0.3", "--solarize_p", "0", "0", "0",
+                                                 "--grayscale_p", "0.5", "--jitter_p", "1", "--hue_jitter", "0.5"]))
+    assert [p.blur_p for p in aug.pipelines] == [0, 0, 0.3] and all(p.solarize_p == 0 for p in aug.pipelines)
+    assert all((p.grayscale_p, p.jitter_p, p.hue) == (0.5, 1, 0.5) for p in aug.pipelines)
 
 
 def test_clustering_and_crop_defaults_have_one_home():

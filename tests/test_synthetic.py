@@ -138,3 +138,48 @@ def test_large_style_has_fewer_bigger_objects():
     assert fg_large / classes_large > 1.3 * fg_default / classes_default  # each class covers more of the image
     with pytest.raises(ValueError, match="synthetic_style"):
         SyntheticScenes("train", 3, 48, style="huge")
+
+
+# ===== the texture style (croc_utils/texture_scenes.py) =====
+
+def test_texture_scenes_label_every_pixel_with_a_family():
+    from croc_utils.texture_scenes import TEXTURE_FAMILIES
+
+    scenes = SyntheticScenes("train", 60, 64, seed=0, style="texture")
+    assert scenes.classes == TEXTURE_FAMILIES and len(TEXTURE_FAMILIES) >= 6
+    masks = np.stack([scenes[i][1] for i in range(len(scenes))])
+    assert masks.max() < len(TEXTURE_FAMILIES)
+    counts = np.bincount(masks.ravel(), minlength=len(TEXTURE_FAMILIES))
+    assert counts.min() > 0.5 * counts.mean()  # families are drawn uniformly
+    assert np.mean([len(np.unique(m)) for m in masks]) >= 2.5  # several regions per scene
+
+
+def test_texture_colours_do_not_label_families():
+    """Per-family mean colour and mean patch contrast differ little: neither is a shortcut to the class."""
+    scenes = SyntheticScenes("train", 80, 64, seed=2, style="texture")
+    images = np.stack([np.asarray(scenes[i][0], dtype=np.float32) / 255 for i in range(len(scenes))])
+    masks = np.stack([scenes[i][1] for i in range(len(scenes))])
+    means = np.stack([images[masks == c].mean(0) for c in range(len(scenes.classes))])  # (C, 3)
+    assert np.abs(means - images.reshape(-1, 3).mean(0)).max() < 0.06
+
+
+def test_texture_families_are_structurally_different():
+    """The same region drawn as each family at one orientation and period: every pair of patterns differs."""
+    from croc_utils.texture_scenes import TEXTURE_FAMILIES, family_pattern
+
+    coords = np.arange(64, dtype=np.float32) + 0.5
+    u, v = np.meshgrid(coords, coords, indexing="xy")
+    patterns = [family_pattern(name, u, v, 6.0, np.random.default_rng(0)) for name in TEXTURE_FAMILIES]
+    for i in range(len(patterns)):
+        assert 0.0 <= patterns[i].min() and patterns[i].max() <= 1.0 and patterns[i].std() > 0.1
+        for j in range(i):
+            assert np.abs(patterns[i] - patterns[j]).mean() > 0.1, (TEXTURE_FAMILIES[i], TEXTURE_FAMILIES[j])
+    with pytest.raises(ValueError, match="unknown texture family"):
+        family_pattern("plaid", u, v, 6.0, np.random.default_rng(0))
+
+
+def test_texture_scene_is_deterministic_and_figure_has_its_legend(tmp_path):
+    a, b = (SyntheticScenes("val", 2, 48, seed=5, style="texture") for _ in range(2))
+    assert np.array_equal(np.asarray(a[1][0]), np.asarray(b[1][0])) and np.array_equal(a[1][1], b[1][1])
+    path = save_figure(str(tmp_path / "t.png"), size=48, count=2, style="texture")
+    assert Image.open(path).size[1] == 2 * (48 + 4) + 22 * len(a.classes)

@@ -16,6 +16,7 @@ from croc_utils.transforms import (
     VIEW1_COLOUR,
     VIEW2_COLOUR,
     ColourParams,
+    ColourPipeline,
     CrOCAugmentation,
     CropBox,
     apply_colour,
@@ -197,6 +198,16 @@ def test_colour_probabilities_follow_spec(pipeline, blur_p, solarize_p):
     radii = np.array([d.blur_radius for d in draws if d.blur_radius is not None])
     assert radii.size == 0 or (radii.min() >= 0.1 and radii.max() <= 2.0)
     assert all(sorted(d.jitter_order) == [0, 1, 2, 3] for d in draws[:50])
+
+
+def test_colour_flags_set_the_drawn_probabilities_and_hue_range():
+    pipeline = ColourPipeline(blur_p=0.0, jitter_p=1.0, grayscale_p=0.5, hue=0.5)
+    gen = torch.Generator().manual_seed(3)
+    draws = [sample_colour_params(pipeline, gen) for _ in range(2000)]
+    assert all(d.jitter is not None and d.blur_radius is None for d in draws)
+    assert binomial_ok(sum(d.grayscale for d in draws), 2000, 0.5)
+    hues = np.array([d.jitter[3] for d in draws])
+    assert hues.min() < -0.45 and hues.max() > 0.45 and np.abs(hues).max() <= 0.5
 
 
 def test_transform_applies_the_drawn_colour_ops():
