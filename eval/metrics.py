@@ -1,6 +1,7 @@
 """Segmentation and video metrics: dataset-level mIoU, cluster-to-class matching, DAVIS J and F.
 
-docs/evaluation.md sections 1 (mIoU), 2 (Hungarian / many-to-one matching) and 3 (J, F, J&F).
+docs/evaluation.md sections 1 (mIoU), 2 (Hungarian / many-to-one matching) and 3 (J, F and the official DAVIS
+table: means, recalls, decays).
 All functions take torch tensors and work on whatever device the inputs live on.
 """
 
@@ -169,37 +170,90 @@ def boundary_f_measure(pred: torch.Tensor, gt: torch.Tensor, void: torch.Tensor 
     return torch.where((n_fg == 0) & (n_gt == 0), torch.ones_like(f), f)
 
 
+def first_frame_objects(first: torch.Tensor) -> int:
+    """Object count of a sequence: the largest id of its first annotation (H, W) other than 255 (void).
+
+    0 when the first annotation holds only background and void: the official DAVIS-2017 evaluation then scores the
+    sequence as one with no objects (docs/evaluation.md section 3).
+    """
+    ids = first[first != IGNORE_INDEX]
+    return int(ids.max()) if ids.numel() else 0
+
+
 def sequence_jf(pred: torch.Tensor, gt: torch.Tensor,
                 n_objects: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-object, per-frame J and F (n_obj, T') for label maps (T, H, W) of one sequence.
 
-    Object ids are 1..n_objects (default: the largest id of the first ground-truth frame other than 255, void).
-    As in the DAVIS semi-supervised benchmark, the first and last frames are left out (T' = T - 2) and void pixels
-    are not masked out.
+    Object ids are 1..n_objects (default: :func:`first_frame_objects` of the first ground-truth frame; ids above it
+    in later frames are not scored). As in the DAVIS semi-supervised benchmark, the first and last frames are left
+    out (T' = T - 2) and void pixels are not masked out. A sequence without objects gives (0, T') tensors.
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}")
     if n_objects is None:
-        first = gt[0][gt[0] != IGNORE_INDEX]
-        n_objects = int(first.max()) if first.numel() else 0
+        n_objects = first_frame_objects(gt[0])
     pred, gt = pred[1:-1], gt[1:-1]
+    n_frames = gt.shape[0]  # the explicit shapes below keep a sequence without objects a (0, T') result
     ids = torch.arange(1, n_objects + 1, device=gt.device)[:, None, None, None]  # (n_obj, 1, 1, 1)
     pred_m = (pred[None] == ids).flatten(0, 1)  # (n_obj*T', H, W)
     gt_m = (gt[None] == ids).flatten(0, 1)
-    j = region_similarity(pred_m, gt_m).reshape(n_objects, -1)
-    f = boundary_f_measure(pred_m, gt_m).reshape(n_objects, -1)
+    j = region_similarity(pred_m, gt_m).reshape(n_objects, n_frames)
+    f = boundary_f_measure(pred_m, gt_m).reshape(n_objects, n_frames)
     return j, f
 
 
+# The official table's columns, in the order of its global_results-<set>.csv.
+DAVIS_MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+
+
+def decay_bins(n_frames: int) -> tuple[slice, slice]:
+    """First and last of the 4 temporal bins of the official decay, for T' scored frames.
+
+    The official edges are round(1 + i (T'-1) / 4) - 1, i = 0..4, with halves rounded up, and bin i runs from edge
+    i to edge i+1 inclusive (neighbouring bins share a frame). In integers: edge i = (i (T'-1) + 2) // 4.
+    """
+    edges = [(i * (n_frames - 1) + 2) // 4 for i in range(5)]
+    return slice(edges[0], edges[1] + 1), slice(edges[3], edges[4] + 1)
+
+
+def frame_statistics(values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean, Recall and Decay per object (n_obj,) of per-frame scores (n_obj, T'), as the official evaluation.
+
+    Mean: mean over frames, NaN frames left out. Recall: fraction of ALL frames scoring > 0.5 (a NaN frame counts
+    as a miss). Decay: mean of the first temporal bin minus mean of the last (:func:`decay_bins`), NaN left out.
+    Every statistic is NaN when T' = 0.
+    """
+    values = values.double()
+    first, last = decay_bins(values.shape[1])
+    return {"Mean": values.nanmean(1), "Recall": (values > 0.5).double().mean(1),
+            "Decay": values[:, first].nanmean(1) - values[:, last].nanmean(1)}
+
+
+def _mean(values: list[float]) -> float:
+    """Plain mean (a NaN propagates, as np.mean in the official code); NaN for no values."""
+    return float(np.mean(values)) if values else float("nan")
+
+
 def davis_scores(per_sequence: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """J-Mean, F-Mean and J&F-Mean: per-object means over frames, then the mean over all objects of all sequences.
+    """The official DAVIS-2017 table: overall statistics, per object, per sequence.
 
     Args:
         per_sequence: name -> (J (n_obj, T'), F (n_obj, T')) from :func:`sequence_jf`.
+    Returns:
+        the 7 :data:`DAVIS_MEASURES` overall (each the mean over all objects of all sequences, J&F-Mean the mean of
+        J-Mean and F-Mean); ``per_object``: "<sequence>_<id>" -> its J/F Mean, Recall and Decay; ``per_sequence``:
+        name -> J and F, the means over its objects; ``sequences_without_objects``: sequences whose first annotation
+        holds no object, which add no object anywhere (the official evaluation skips them the same way).
     """
-    j_obj = [v for j, _ in per_sequence.values() for v in np.nanmean(j.cpu().numpy(), axis=1).tolist()]
-    f_obj = [v for _, f in per_sequence.values() for v in np.nanmean(f.cpu().numpy(), axis=1).tolist()]
-    j_mean, f_mean = float(np.mean(j_obj)), float(np.mean(f_obj))
-    per_seq = {name: {"J": float(np.nanmean(j.cpu().numpy())), "F": float(np.nanmean(f.cpu().numpy()))}
-               for name, (j, f) in per_sequence.items()}
-    return {"J&F-Mean": (j_mean + f_mean) / 2, "J-Mean": j_mean, "F-Mean": f_mean, "per_sequence": per_seq}
+    per_object, per_seq = {}, {}
+    for name, (j, f) in per_sequence.items():
+        stats = {f"{measure}-{k}": v.cpu().tolist() for measure, values in (("J", j), ("F", f))
+                 for k, v in frame_statistics(values).items()}
+        for i in range(j.shape[0]):
+            per_object[f"{name}_{i + 1}"] = {k: v[i] for k, v in stats.items()}
+        if j.shape[0]:
+            per_seq[name] = {"J": _mean(stats["J-Mean"]), "F": _mean(stats["F-Mean"])}
+    overall = {m: _mean([obj[m] for obj in per_object.values()]) for m in DAVIS_MEASURES if m != "J&F-Mean"}
+    return {"J&F-Mean": (overall["J-Mean"] + overall["F-Mean"]) / 2, **overall, "per_object": per_object,
+            "per_sequence": per_seq,
+            "sequences_without_objects": [name for name, (j, _) in per_sequence.items() if j.shape[0] == 0]}

@@ -6,14 +6,18 @@ frame is the first frame with its ground truth plus the ``--n_last_frames`` (7) 
 propagated soft labels; affinities exp(cos / 0.1) are restricted to a (2r+1)^2-patch neighbourhood
 (``--size_mask_neighborhood`` r = 12), the ``--topk`` (5) largest per target patch over all context frames are kept
 and normalised; the propagated labels are upsampled x patch size (bilinear), min-max normalised per object, arg-maxed,
-resized (nearest) to the original frame size and written as indexed PNGs with the DAVIS palette.
+resized (nearest) to the original frame size and written as indexed PNGs with the DAVIS palette. The scores (the
+official DAVIS-2017 table) go to davis_results.json and to global_results-<split>.csv and
+per-sequence_results-<split>.csv, laid out as the official evaluation writes them.
 
     python -m eval.video_segmentation --pretrained_weights croc_coco.pth --data_path /data/DAVIS \
         --output_dir out/davis
 """
 
 import argparse
+import csv
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -26,7 +30,7 @@ from tqdm import tqdm
 
 from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from eval.features import add_backbone_args, load_backbone, patch_features, run_cli
-from eval.metrics import davis_scores, sequence_jf
+from eval.metrics import DAVIS_MEASURES, davis_scores, sequence_jf
 from eval.seg_datasets import DAVIS2017
 
 
@@ -62,6 +66,41 @@ def write_indexed_png(labels: np.ndarray, path: str | Path) -> None:
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(davis_palette().ravel().tolist())
     image.save(path, format="PNG")
+
+
+# ===== result files =====
+
+def csv_float(value: float) -> str:
+    """A number as the official tables write it (pandas, float_format "%.3f"): NaN is an empty field."""
+    return "" if math.isnan(value) else f"{value:.3f}"
+
+
+def write_official_tables(scores: dict, output_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """global_results-<split>.csv and per-sequence_results-<split>.csv, laid out as the official evaluation writes
+    them: header row, comma-separated, 3 decimals; the global table is one row of :data:`DAVIS_MEASURES`, the
+    per-sequence one a row "<sequence>_<object id>,J-Mean,F-Mean" per object. Recalls and decays per object are in
+    davis_results.json (the official per-sequence table has only the two means)."""
+    global_path = Path(output_dir) / f"global_results-{split}.csv"
+    per_sequence_path = Path(output_dir) / f"per-sequence_results-{split}.csv"
+    with open(global_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(DAVIS_MEASURES)
+        writer.writerow([csv_float(scores[m]) for m in DAVIS_MEASURES])
+    with open(per_sequence_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["Sequence", "J-Mean", "F-Mean"])
+        writer.writerows([name, csv_float(obj["J-Mean"]), csv_float(obj["F-Mean"])]
+                         for name, obj in scores["per_object"].items())
+    return global_path, per_sequence_path
+
+
+def nan_to_none(value):
+    """A copy of nested dicts / lists with NaN floats as None, so the JSON file is standard JSON."""
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # ===== frames and features =====
@@ -143,6 +182,20 @@ def labels_to_mask(soft: torch.Tensor, grid: tuple[int, int], patch_size: int, s
     return np.asarray(Image.fromarray(pred).resize((size[1], size[0]), Image.NEAREST))
 
 
+def nothing_to_propagate(seq: str, first_mask: np.ndarray, frames: list[Path],
+                         grid: tuple[int, int]) -> list[np.ndarray]:
+    """All-background label maps for ``frames`` of a sequence whose first annotation has no object on the feature
+    grid: propagating only background gives background everywhere, so the backbone is not run."""
+    reason = (f"the first annotation's objects vanish on the {grid[0]}x{grid[1]} feature grid"
+              if (first_mask % 255).any() else "the first annotation has no object")
+    print(f"{seq}: {reason}; nothing to propagate, every frame is background")
+    maps = []
+    for frame in frames:
+        with Image.open(frame) as image:  # reads the header only
+            maps.append(np.zeros((image.height, image.width), dtype=np.uint8))
+    return maps
+
+
 @torch.no_grad()
 def segment_sequence(model, dataset: DAVIS2017, seq: str, args) -> list[np.ndarray]:
     """Propagate the first frame's annotation through one sequence; returns a label map (H, W) per frame."""
@@ -154,6 +207,8 @@ def segment_sequence(model, dataset: DAVIS2017, seq: str, args) -> list[np.ndarr
     small = np.asarray(Image.fromarray(first_mask).resize((grid[1], grid[0]), Image.NEAREST))
     small = np.where(small == 255, 0, small)  # void (if any) propagates as background, not as a 256th label
     n_labels = int(small.max()) + 1
+    if n_labels == 1:
+        return [first_mask, *nothing_to_propagate(seq, first_mask, frames[1:], grid)]
     first = (frame_features(model, image.to(args.device)), one_hot(small, n_labels).to(args.device))
     radius = args.size_mask_neighborhood
     mask = neighborhood_mask(*grid, radius, device=args.device) if radius > 0 else None
@@ -181,18 +236,23 @@ def main(args: argparse.Namespace) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         for frame, pred in zip(dataset.frames(seq), preds):
             write_indexed_png(pred, out_dir / f"{frame.stem}.png")
-        if dataset.has_all_masks(seq):
+        if len(preds) < 3:  # the official evaluation fails on such a sequence; NaNs would void every mean
+            print(f"{seq}: {len(preds)} frame(s), none left once the first and last are excluded, J/F skipped")
+        elif dataset.has_all_masks(seq):
             gt = torch.from_numpy(np.stack([dataset.read_mask(seq, f) for f in dataset.frames(seq)]))
             per_sequence[seq] = sequence_jf(torch.from_numpy(np.stack(preds)), gt)
         else:
             print(f"{seq}: not every frame is annotated, J/F skipped")
     result = {"seconds": time.time() - t0, "args": vars(args)}
+    os.makedirs(args.output_dir, exist_ok=True)
     if per_sequence:
         result.update(davis_scores(per_sequence))
-        print(f"J&F-Mean {result['J&F-Mean']:.4f}  J-Mean {result['J-Mean']:.4f}  F-Mean {result['F-Mean']:.4f}")
-    os.makedirs(args.output_dir, exist_ok=True)
+        for seq in result["sequences_without_objects"]:
+            print(f"{seq}: no object in the first annotation, so no object to score (as the official evaluation)")
+        print("  ".join(f"{m} {result[m]:.4f}" for m in DAVIS_MEASURES))
+        print("tables:", *write_official_tables(result, args.output_dir, args.split))
     with open(os.path.join(args.output_dir, "davis_results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+        json.dump(nan_to_none(result), f, indent=2)
     return result
 
 

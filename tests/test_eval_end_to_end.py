@@ -14,7 +14,7 @@ from croc_utils.synthetic import SYNTHETIC_CLASSES
 from eval import kmeans_segmentation, linear_segmentation, video_segmentation, visualize_clusters
 from eval.features import extract_features, feature_cache_gb, load_backbone, patch_features, run_cli
 from models import vit_small, vit_tiny
-from tests.trees import make_davis, make_vocdevkit, save_png, voc_mask
+from tests.trees import blank_first_annotation, make_davis, make_vocdevkit, save_png, voc_mask
 
 SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64", "--num_workers", "0",
              "--device", "cpu"]
@@ -201,8 +201,12 @@ def test_kmeans_segmentation_on_synthetic(tmp_path):
     assert (tmp_path / "kmeans_results.json").is_file()
 
 
-def test_video_segmentation_on_miniature_davis(tmp_path):
-    make_davis(tmp_path / "DAVIS", seqs=("dog",), n_frames=4)
+def test_video_segmentation_on_miniature_davis(tmp_path, capsys):
+    make_davis(tmp_path / "DAVIS", seqs=("dog", "empty", "short"), n_frames=4)
+    blank_first_annotation(tmp_path / "DAVIS", "empty")  # only 0 and 255: the official code counts no object
+    for kind in ("JPEGImages", "Annotations"):
+        for frame in sorted((tmp_path / "DAVIS" / kind / "480p" / "short").iterdir())[2:]:
+            frame.unlink()  # 2 frames: nothing left once the first and last are excluded
     out_dir = tmp_path / "out"
     result = run(video_segmentation, ["--arch", "vit_tiny", "--device", "cpu", "--data_path",
                                       str(tmp_path / "DAVIS"), "--short_side", "64", "--output_dir", str(out_dir),
@@ -214,7 +218,22 @@ def test_video_segmentation_on_miniature_davis(tmp_path):
     assert first.getpalette()[3:6] == [128, 0, 0]
     gt = np.asarray(Image.open(tmp_path / "DAVIS" / "Annotations" / "480p" / "dog" / "00000.png"))
     assert np.array_equal(np.asarray(first), gt)
+    assert not any(np.asarray(Image.open(p)).any() for p in sorted((out_dir / "empty").glob("*.png"))[1:])
     assert 0.0 <= result["J&F-Mean"] <= 1.0 and set(result["per_sequence"]) == {"dog"}
+    assert list(result["per_object"]) == ["dog_1", "dog_2"] and result["sequences_without_objects"] == ["empty"]
+    printed = capsys.readouterr().out
+    assert "empty: no object in the first annotation" in printed and "short: 2 frame(s)" in printed
+
+    def no_nan(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    saved = json.loads((out_dir / "davis_results.json").read_text(), parse_constant=no_nan)
+    assert saved["J-Recall"] == result["J-Recall"] and saved["per_object"] == result["per_object"]
+    table = (out_dir / "global_results-val.csv").read_text().splitlines()
+    assert table[0] == "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay"
+    assert table[1].split(",") == [f"{result[m]:.3f}" for m in table[0].split(",")]
+    rows = (out_dir / "per-sequence_results-val.csv").read_text().splitlines()
+    assert rows == ["Sequence,J-Mean,F-Mean", *(f"dog_{i},{result['per_object'][f'dog_{i}']['J-Mean']:.3f},"
+                                                f"{result['per_object'][f'dog_{i}']['F-Mean']:.3f}" for i in (1, 2))]
 
 
 def test_visualize_clusters_writes_a_png(tmp_path):

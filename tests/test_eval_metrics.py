@@ -14,6 +14,9 @@ from eval.metrics import (
     cluster_class_counts,
     confusion_matrix,
     davis_scores,
+    decay_bins,
+    first_frame_objects,
+    frame_statistics,
     hungarian_match,
     iou_per_class,
     many_to_one_match,
@@ -211,6 +214,91 @@ def test_sequence_jf_skips_first_and_last_frames_and_averages_objects():
     scores = davis_scores({"seq": (j, f)})
     assert scores["J-Mean"] == pytest.approx((1.0 + 0.75) / 2)
     assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
+
+
+def slow_statistics(row):
+    """Mean, recall and decay of one object's per-frame scores, re-stated with loops from the official definitions:
+    bin edges round(1 + i (T'-1) / 4) - 1 with halves rounded up, bins inclusive of both edges, NaN frames left out
+    of means, counted as misses by the recall."""
+    def nanmean(vals):
+        kept = [v for v in vals if not math.isnan(v)]
+        return sum(kept) / len(kept) if kept else math.nan
+
+    n = len(row)
+    edges = [math.floor(1 + i * (n - 1) / 4 + 0.5) - 1 for i in range(5)]
+    hits = sum(1 for v in row if v > 0.5)
+    return (nanmean(row), hits / n,
+            nanmean(row[edges[0]:edges[1] + 1]) - nanmean(row[edges[3]:edges[4] + 1]))
+
+
+def test_statistics_match_slow_loops_on_random_scores():
+    g = torch.Generator().manual_seed(5)
+    for n_frames in [*range(1, 41), 103, 300]:  # 300 > 256: past the official code's uint8 index cast
+        values = torch.rand(3, n_frames, generator=g, dtype=torch.float64)
+        values[values < 0.05] = math.nan
+        values[1, :] = (values[1, :] > 0.5).double() * 0.5 + 0.25  # exactly 0.25 / 0.75: the threshold is strict
+        stats = frame_statistics(values)
+        for i, row in enumerate(values.tolist()):
+            expected = slow_statistics(row)
+            for key, want in zip(("Mean", "Recall", "Decay"), expected):
+                got = stats[key][i].item()
+                assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-12), \
+                    (n_frames, i, key)
+
+
+def test_statistics_hand_computed():
+    # T' = 7: edges round(1, 2.5, 4, 5.5, 7) - 1 = 0, 2, 3, 5, 6 (halves up): first bin frames 0-2, last 5-6.
+    stats = frame_statistics(torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]))
+    assert stats["Decay"].item() == pytest.approx(2 / 3)  # banker's rounding (edge 1 = 1) would give 1
+    assert stats["Recall"].item() == pytest.approx(2 / 7)
+    assert decay_bins(7) == (slice(0, 3), slice(5, 7))
+    assert decay_bins(2) == (slice(0, 1), slice(1, 2)) and decay_bins(1) == (slice(0, 1), slice(0, 1))
+    stats = frame_statistics(torch.tensor([[0.5, math.nan, 0.9]]))
+    assert stats["Recall"].item() == pytest.approx(1 / 3)  # 0.5 is not > 0.5, NaN is a miss
+    assert stats["Mean"].item() == pytest.approx(0.7)
+    assert all(bool(v.isnan().all()) for v in frame_statistics(torch.zeros(2, 0)).values())
+
+
+def test_first_frame_without_objects_adds_no_object():
+    gt = torch.zeros(5, 8, 8, dtype=torch.uint8)
+    gt[:, 0, :] = 255  # void only
+    gt[2:, 3:6, 3:6] = 1  # an object that appears later is not scored: the count comes from the first frame
+    assert first_frame_objects(gt[0]) == 0
+    j, f = sequence_jf(torch.zeros_like(gt), gt)
+    assert j.shape == (0, 3) and f.shape == (0, 3)
+    full = torch.zeros(5, 8, 8, dtype=torch.uint8)
+    full[:, 0:4, 0:4] = 1
+    full[:, 5:8, 5:8] = 3  # ids 1 and 3: three objects, object 2 absent everywhere
+    assert first_frame_objects(full[0]) == 3
+    pred = full.clone()
+    pred[1:3, 0:4, 0:2] = 0
+    scores = davis_scores({"empty": (j, f), "full": sequence_jf(pred, full)})
+    alone = davis_scores({"full": sequence_jf(pred, full)})
+    assert scores["sequences_without_objects"] == ["empty"] and alone["sequences_without_objects"] == []
+    assert list(scores["per_object"]) == ["full_1", "full_2", "full_3"] and list(scores["per_sequence"]) == ["full"]
+    for m in ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"):
+        assert scores[m] == alone[m]
+    assert scores["per_object"]["full_1"]["J-Mean"] == pytest.approx(0.5 * 2 / 3 + 1 / 3)
+    assert scores["per_object"]["full_2"]["J-Mean"] == 1.0  # absent from both: J = 1 on every frame
+    nothing = davis_scores({"empty": (j, f)})
+    assert math.isnan(nothing["J&F-Mean"]) and nothing["per_object"] == {}
+
+
+def test_overall_statistics_average_objects_not_sequences():
+    g = torch.Generator().manual_seed(2)
+    one = (torch.rand(1, 9, generator=g, dtype=torch.float64), torch.rand(1, 9, generator=g, dtype=torch.float64))
+    three = (torch.rand(3, 9, generator=g, dtype=torch.float64), torch.rand(3, 9, generator=g, dtype=torch.float64))
+    scores = davis_scores({"a": one, "b": three})
+    assert list(scores["per_object"]) == ["a_1", "b_1", "b_2", "b_3"]
+    for measure, index in (("J", 0), ("F", 1)):
+        rows = [one[index][0], *three[index]]
+        for key, position in (("Mean", 0), ("Recall", 1), ("Decay", 2)):
+            want = sum(slow_statistics(r.tolist())[position] for r in rows) / 4
+            assert scores[f"{measure}-{key}"] == pytest.approx(want, abs=1e-12)
+    assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
+    # an object without scored frames has NaN statistics, and a NaN is not skipped by the overall means (np.mean)
+    with_nan = davis_scores({"a": one, "short": (torch.zeros(1, 0), torch.zeros(1, 0))})
+    assert math.isnan(with_nan["per_object"]["short_1"]["J-Mean"]) and math.isnan(with_nan["J-Mean"])
 
 
 # ===== K-means and PCA =====

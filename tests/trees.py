@@ -33,6 +33,14 @@ def make_davis(root, seqs=("bike", "dog"), n_frames=3):
             save_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", mask, palette=True)
 
 
+def blank_first_annotation(root, seq):
+    """Make the first annotation of a ``make_davis`` sequence hold only background and void (255); its objects
+    stay in the later frames."""
+    mask = np.zeros((8, 10), np.uint8)
+    mask[0, :] = 255
+    save_png(root / "Annotations" / "480p" / seq / "00000.png", mask, palette=True)
+
+
 # ===== COCO-Things / COCO-Stuff =====
 
 # Miniatures of the official category lists (ids and super-categories as in panoptic_val2017.json and

@@ -1,0 +1,50 @@
+"""eval/video_segmentation.py: the official-layout result tables and a first frame with nothing to propagate."""
+
+import argparse
+import math
+
+import numpy as np
+
+from eval.seg_datasets import DAVIS2017
+from eval.video_segmentation import nan_to_none, segment_sequence, write_official_tables
+from tests.trees import blank_first_annotation, make_davis
+
+
+def test_official_tables_layout(tmp_path):
+    stats = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+    scores = {"J&F-Mean": 0.61234, "J-Mean": 0.5, "J-Recall": 2 / 3, "J-Decay": -0.0625, "F-Mean": 0.72468,
+              "F-Recall": math.nan, "F-Decay": 0.0,
+              "per_object": {"bike_1": dict(zip(stats, (0.1235, 1.0, 0.0, 0.98765, 1.0, 0.0))),
+                             "bike_2": dict(zip(stats, (1 / 3, 0.0, 0.0, math.nan, 0.0, 0.0))),
+                             "my,seq_1": dict(zip(stats, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)))}}
+    paths = write_official_tables(scores, tmp_path, "val")
+    assert [p.name for p in paths] == ["global_results-val.csv", "per-sequence_results-val.csv"]
+    # Written by hand from the official evaluation_method.py: pandas to_csv(index=False, float_format="%.3f"),
+    # so 3 decimals, NaN as an empty field, a name holding a comma quoted, "\n" line ends.
+    assert paths[0].read_bytes() == (b"J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n"
+                                     b"0.612,0.500,0.667,-0.062,0.725,,0.000\n")
+    assert paths[1].read_bytes() == (b"Sequence,J-Mean,F-Mean\n"
+                                     b"bike_1,0.123,0.988\n"
+                                     b"bike_2,0.333,\n"
+                                     b'"my,seq_1",0.000,0.000\n')
+
+
+def test_nan_to_none_makes_standard_json():
+    assert nan_to_none({"a": [1.0, math.nan], "b": {"c": math.nan, "d": "x"}}) == {"a": [1.0, None],
+                                                                                    "b": {"c": None, "d": "x"}}
+
+
+class NoBackbone:
+    """A model that must not be run: its only attribute is the patch size."""
+    patch_size = 16
+
+
+def test_first_frame_without_objects_propagates_nothing(tmp_path, capsys):
+    make_davis(tmp_path, seqs=("empty",), n_frames=3)
+    blank_first_annotation(tmp_path, "empty")
+    args = argparse.Namespace(short_side=64, size_mask_neighborhood=1, device="cpu", n_last_frames=7, topk=2,
+                              temperature=0.1)
+    preds = segment_sequence(NoBackbone(), DAVIS2017(tmp_path), "empty", args)
+    assert len(preds) == 3 and preds[0].max() == 255  # the first frame's own annotation, void kept
+    assert all(p.shape == (8, 10) and p.dtype == np.uint8 and not p.any() for p in preds[1:])
+    assert "empty: the first annotation has no object; nothing to propagate" in capsys.readouterr().out
