@@ -27,14 +27,16 @@ import torch
 from croc_utils import distributed as du
 from croc_utils.checkpoint import (
     CheckpointError,
+    images_seen,
     network_state,
     remove_partial_saves,
     restart_from_checkpoint,
+    resume_position,
     save_checkpoint,
     unwrap,
 )
 from croc_utils.clustering import ClusteringConfig
-from croc_utils.datasets import build_pretrain_dataset, build_pretrain_loader
+from croc_utils.datasets import UnreadableDataError, build_pretrain_dataset, build_pretrain_loader
 from croc_utils.logging import MetricLogger, TensorboardWriter
 from croc_utils.monitor import CollapseWatch, non_finite_message
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
@@ -87,12 +89,14 @@ def train_croc(args):
     # ============ optionally resume training ... ============
     if du.is_main_process():  # the temporary files of saves that a kill interrupted (only ours, by name)
         remove_partial_saves(args.output_dir)
-    run_variables = {"epoch": 0, "iteration": 0}
+    run_variables = {"epoch": 0, "iteration": 0, "images_seen": None, "args": None}
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     if restart_from_checkpoint(ckpt_path, run_variables, student=student, teacher=teacher, optimizer=optimizer,
                                fp16_scaler=precision.scaler, croc_loss=croc_loss):
         print(f"Resumed from {ckpt_path} at epoch {run_variables['epoch']}, iteration {run_variables['iteration']}.")
-    start_epoch, start_iter = run_variables["epoch"], run_variables["iteration"]
+    images_per_step = args.batch_size_per_gpu * args.world_size
+    start_epoch, start_iter = resume_position(run_variables, images_per_step=images_per_step,
+                                              steps_per_epoch=len(data_loader))
 
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
@@ -101,7 +105,7 @@ def train_croc(args):
     def checkpoint(epoch: int, iteration: int = 0) -> dict:
         state = {"student": network_state(student, ddp_prefix=True), "teacher": network_state(teacher, False),
                  "optimizer": optimizer.state_dict(), "epoch": epoch, "iteration": iteration, "args": args,
-                 "croc_loss": croc_loss.state_dict()}
+                 "croc_loss": croc_loss.state_dict(), "images_seen": images_seen(iteration, images_per_step)}
         if precision.scaler is not None:
             state["fp16_scaler"] = precision.scaler.state_dict()
         return state
@@ -131,10 +135,11 @@ def train_croc(args):
                 save_checkpoint(state, ckpt_path)
                 if args.saveckp_freq and (epoch + 1) % args.saveckp_freq == 0:
                     save_checkpoint(state, os.path.join(args.output_dir, f"checkpoint{epoch:04}.pth"))
-                log_stats = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
-                with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
-                    f.write(json.dumps(log_stats) + "\n")
-                tb.scalars(stats, epoch)
+                if stats:  # empty when the epoch ran no step: no line that would read as if it trained
+                    log_stats = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+                    with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
+                        f.write(json.dumps(log_stats) + "\n")
+                    tb.scalars(stats, epoch)
         if stopped_at is not None:
             print(f"SIGTERM received: saved {ckpt_path} at epoch {epoch}, iteration {stopped_at}; exiting.")
             break
@@ -149,8 +154,9 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
                     device: torch.device, stop: dict, start_iter: int = 0, collapse_watch: CollapseWatch | None = None):
     """One epoch (docs/algorithm.md sections 3-5), from batch ``start_iter`` on.
 
-    Returns (averaged stats, iteration where SIGTERM stopped us or None). One host sync per step: the check that
-    every process is healthy (finite loss and teacher output) and none was asked to stop.
+    Returns (averaged stats, iteration where SIGTERM stopped us or None); the stats are empty when no step ran. One
+    host sync per step: the check that every process is healthy (finite loss and teacher output) and none was asked
+    to stop.
     """
     logger = MetricLogger(header=f"Epoch [{epoch}/{args.epochs}]", log_freq=args.log_freq,
                           total=len(data_loader), start=start_iter)
@@ -176,6 +182,9 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
                       lr=optimizer.param_groups[0]["lr"], wd=optimizer.param_groups[0]["weight_decay"], **diagnostics)
         if collapse_watch is not None:
             collapse_watch.update(**diagnostics)
+    if logger.count == 0:  # nothing was left of the epoch: no loss, no throughput to report
+        print(f"Notice: epoch {epoch} ran no iteration (it starts at {start_iter} of {len(data_loader)}).")
+        return {}, None
     stats = logger.summary()
     if collapse_watch is not None:
         stats.update(collapse_watch.end_epoch(epoch))
@@ -188,5 +197,5 @@ if __name__ == "__main__":
         args = parse_args()
         os.makedirs(args.output_dir, exist_ok=True)
         train_croc(args)
-    except CheckpointError as err:
+    except (CheckpointError, UnreadableDataError) as err:
         sys.exit(f"error: {err}")

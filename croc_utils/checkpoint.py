@@ -2,20 +2,26 @@
 
 Layout of a full checkpoint: ``student`` (keys prefixed ``module.``), ``teacher`` (no prefix), ``optimizer``,
 ``epoch``, ``args`` (argparse.Namespace), ``croc_loss`` (``center``, ``center_c``) and ``fp16_scaler`` when mixed
-precision was on. Below the prefix: ``backbone.`` + DINO ViT names and ``head.`` + the head, whose weight-normed
-output layers are written with the old names ``weight_g`` / ``weight_v`` so that the released files and the
-DINO-ecosystem evaluators read ours and we read theirs.
+precision was on; ours add ``iteration`` and ``images_seen`` (the position in the epoch where SIGTERM saved).
+Below the prefix: ``backbone.`` + DINO ViT names and ``head.`` + the head, whose weight-normed output layers are
+written with the old names ``weight_g`` / ``weight_v`` so that the released files and the DINO-ecosystem evaluators
+read ours and we read theirs.
 """
 
 import argparse
+import codecs
 import os
 import pickle
 import re
 import tempfile
+import warnings
+import zipfile
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
+
+from croc_utils.optim import optimizer_name
 
 TEMP_MARKER = ".croc-partial-"  # temp files of save_checkpoint: <target>.croc-partial-<8 random chars>.tmp
 _TEMP_NAME = re.compile(r"^.+" + re.escape(TEMP_MARKER) + r"[a-z0-9_]{8}\.tmp$")  # mkstemp's 8 characters
@@ -127,23 +133,69 @@ def remove_partial_saves(folder: str) -> list[str]:
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load a checkpoint safely (``weights_only=True``, only argparse.Namespace allowed besides tensors).
 
-    Raises CheckpointError (one line naming the file) for a missing, truncated, foreign or hostile file.
+    Raises CheckpointError (one line naming the file) for a missing, truncated or hostile file, and for a file that is
+    not a PyTorch checkpoint at all (text, JSON, another zip archive, an empty file: see ``foreign_format``).
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle; reported below
             obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = found.group(1) if found else type(err).__name__
-        raise CheckpointError(f"{path}: refused to load, it holds objects that are not tensors or plain data "
-                              f"({what})") from None
-    except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({type(err).__name__})") from None
+    except Exception as err:  # torch raises many types for a damaged, foreign or hostile file
+        raise CheckpointError(_load_failure(path, err)) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, expected a dict)")
     return obj
+
+
+def _load_failure(path: str, err: Exception) -> str:
+    """The one-line reason ``torch.load`` failed: a forbidden type inside (a pickle that would run code or build
+    arbitrary objects), a file of another format, or a damaged checkpoint."""
+    forbidden = re.search(r"GLOBAL (\S+)", str(err))  # torch names the forbidden global it met
+    if forbidden:
+        return f"{path}: refused to load, it holds objects that are not tensors or plain data ({forbidden.group(1)})"
+    if isinstance(err, OSError) and err.strerror:  # e.g. no permission to read it
+        return f"{path}: cannot be read ({err.strerror})"
+    foreign = foreign_format(path)
+    if foreign:
+        return f"{path}: not a PyTorch checkpoint ({foreign})"
+    if isinstance(err, pickle.UnpicklingError):
+        return f"{path}: refused to load, it holds objects that are not tensors or plain data (UnpicklingError)"
+    return f"{path}: truncated or damaged PyTorch checkpoint ({type(err).__name__})"
+
+
+_TORCH_LEGACY_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how the legacy format opens
+
+
+def foreign_format(path: str) -> str | None:
+    """What ``path`` is when it has not the form of a file ``torch.save`` writes (a zip holding ``<name>/data.pkl``,
+    or a pickle opening with torch's legacy magic number); None when it has that form (then it is damaged or
+    hostile, not foreign). Reads the first 4 KiB and, for a zip, its table of contents."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None  # a truncated zip: a damaged checkpoint as likely as anything else
+        if any(name.endswith("/data.pkl") for name in names):
+            return None
+        return f"a zip archive of other files, e.g. {names[0] if names else 'nothing'}"
+    if head.startswith(_TORCH_LEGACY_HEAD):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy file"
+    if head.startswith(b"\x80"):
+        return "a pickle that torch.save did not write"
+    try:  # final=False: a character cut at 4 KiB is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False).lstrip()
+    except UnicodeDecodeError:
+        return "binary data of another format"
+    return "JSON text" if text[:1] in ("{", "[") else "text"
 
 
 def _check_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str, what: str) -> None:
@@ -171,8 +223,9 @@ OPTIONAL_ENTRIES = ("fp16_scaler",)  # a run resumed in fp16 from a fp32/bf16 ch
 def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **objects) -> bool:
     """Restore ``objects`` (by checkpoint key) and ``run_variables`` from ``path``, DINO style.
 
-    Networks (``student``, ``teacher``) load strictly through the released-name conversion; other objects with a
-    ``load_state_dict`` (optimizer, scaler, loss) load their entry. Returns False when ``path`` does not exist.
+    Networks (``student``, ``teacher``) load strictly through the released-name conversion, the optimizer through
+    ``load_optimizer_state``; other objects with a ``load_state_dict`` (scaler, loss) load their entry. Returns False
+    when ``path`` does not exist.
     """
     if not os.path.isfile(path):
         return False
@@ -184,6 +237,8 @@ def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **o
             raise CheckpointError(f"{path}: has no '{key}' entry (keys: {sorted(ckpt)})")
         if isinstance(obj, nn.Module) and key in ("student", "teacher"):
             load_network_state(obj, ckpt[key], path, key)
+        elif key == "optimizer":
+            load_optimizer_state(obj, ckpt, path)
         else:
             try:
                 obj.load_state_dict(ckpt[key])
@@ -193,6 +248,62 @@ def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **o
         if key in ckpt:
             run_variables[key] = ckpt[key]
     return True
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, ckpt: Mapping, path: str) -> None:
+    """Restore ``optimizer`` from ``ckpt["optimizer"]``, or keep its fresh state when the checkpoint's saved args
+    name another ``--optimizer``.
+
+    A changed ``--optimizer`` is taken as deliberate: one notice, a fresh state (the moments of AdamW mean nothing to
+    SGD or LARS); the networks, loss centres and epoch still resume. A state whose parameter groups lack this
+    optimizer's settings (another optimizer's state, e.g. in a file without saved args) is refused in one line
+    instead of a KeyError at the first step.
+    """
+    saved, current = getattr(ckpt.get("args"), "optimizer", None), optimizer_name(optimizer)
+    if saved is not None and saved != current:
+        print(f"Notice: {path} was trained with --optimizer {saved}; --optimizer {current} starts from a fresh "
+              f"optimizer state (the networks, loss centres and epoch resume).")
+        return
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot restore 'optimizer': {str(err).splitlines()[0]}") from None
+    missing = sorted({key for group in optimizer.param_groups for key in optimizer.defaults if key not in group})
+    if missing:
+        raise CheckpointError(f"{path}: its optimizer state does not fit --optimizer {current}: the parameter groups "
+                              f"lack {', '.join(missing)} (the state of another optimizer?)")
+
+
+def images_seen(iteration: int, images_per_step: int) -> int:
+    """The checkpoint's ``images_seen`` entry: images an epoch had consumed after ``iteration`` steps of
+    ``images_per_step`` (batch_size_per_gpu x world size); a resume with another batch size starts from it."""
+    return iteration * images_per_step
+
+
+def resume_position(run_variables: Mapping, *, images_per_step: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epoch, iteration) to start at, from a checkpoint's ``epoch`` and position in it counted in images.
+
+    ``run_variables``: ``epoch``, ``iteration`` and, when the checkpoint has them, ``images_seen`` and ``args``.
+    A checkpoint without ``images_seen`` (written before it existed) counted ``iteration`` batches of its own
+    ``args`` (ours when it has none). The images already seen are skipped in whole batches of ``images_per_step``
+    (rounded down: at most one batch is seen twice); when they fill the epoch at the new batch size, the run goes on
+    with the next epoch. Either change of position is printed in one line.
+    """
+    epoch, iteration = run_variables["epoch"], run_variables["iteration"]
+    seen = run_variables.get("images_seen")
+    if seen is None:
+        saved = run_variables.get("args")
+        per_step = getattr(saved, "batch_size_per_gpu", 0) * getattr(saved, "world_size", 0) or images_per_step
+        seen = images_seen(iteration, per_step)
+    start = seen // images_per_step
+    if start >= steps_per_epoch:
+        print(f"Notice: epoch {epoch} had already seen {seen} images, a whole epoch at {images_per_step} images per "
+              f"iteration ({steps_per_epoch} iterations): going on with epoch {epoch + 1}.")
+        return epoch + 1, 0
+    if start != iteration:
+        print(f"Notice: epoch {epoch} had already seen {seen} images: at {images_per_step} images per iteration it "
+              f"resumes at iteration {start} of {steps_per_epoch} (the checkpoint counted {iteration}).")
+    return epoch, start
 
 
 def network_state(model: nn.Module, ddp_prefix: bool) -> dict:

@@ -17,6 +17,7 @@ import logging
 import os
 import tarfile
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
@@ -31,7 +32,65 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 DATASET_TYPES = ("imagefolder", "imagenet1k", "coco", "coco+", "synthetic")
 MAX_CONSECUTIVE_SKIPS = 100
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)  # what a bad file raises
 _MASK64 = (1 << 64) - 1
+
+
+class UnreadableDataError(RuntimeError):
+    """No readable image within MAX_CONSECUTIVE_SKIPS files: the message is one line naming the flag and folder.
+
+    A DataLoader worker's exception comes back to the main process re-raised with the worker's traceback around its
+    message; ``str()`` keeps only the message, so the caller can print one line whatever ``--num_workers`` is.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text.rsplit(f"{type(self).__name__}: ", 1)[-1].strip()
+
+
+# ===== reading one image as 8-bit RGB =====
+# Mode "F" (32-bit float): the first range that holds every value sets the scale to 0..255. Values outside all of
+# them (negative, above 65535, NaN or inf) have no known meaning: the file is counted as unreadable.
+FLOAT_SCALES = ((1.0, 255.0), (255.0, 1.0), (65535.0, 1 / 257))  # (highest value, factor to 0..255)
+INT_SCALES = ((65535.0, 1 / 257),)  # mode "I" (32-bit int): PIL's mode for 16-bit greyscale in some formats
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB, keeping what its values mean; ValueError when no sensible conversion exists.
+
+    PIL's ``convert("RGB")`` clips 16-bit and float greyscale to 0..255: a 16-bit PNG comes out almost white, a float
+    image in [0, 1] black. Here 16-bit greyscale (``I;16*``) is divided by 257 (65535 -> 255); ``I`` and ``F`` are
+    scaled by the ranges of ``INT_SCALES`` / ``FLOAT_SCALES`` (a float image in [0, 1] is multiplied by 255); the grey
+    levels become three equal channels. Every other mode (1, L, P, LA, PA, RGBA, RGBX, CMYK, YCbCr, HSV, LAB) is
+    PIL's conversion, which is right for them (alpha is dropped, as the released pipeline does). 16-bit RGB has no
+    PIL mode: PIL either reads its high bytes as RGB (PNG) or refuses the file (counted as unreadable).
+    """
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _grey_to_rgb(np.asarray(img).astype(np.float64) / 257)
+    if mode in ("I", "F"):
+        return _grey_to_rgb(_scaled(np.asarray(img).astype(np.float64), mode))
+    return img.convert("RGB")
+
+
+def _scaled(values: np.ndarray, mode: str) -> np.ndarray:
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if np.isfinite(low) and np.isfinite(high) and low >= 0:
+        for limit, factor in FLOAT_SCALES if mode == "F" else INT_SCALES:
+            if high <= limit:
+                return values * factor
+    raise ValueError(f"mode {mode} with values in [{low:g}, {high:g}]: no known scale to 8 bits")
+
+
+def _grey_to_rgb(grey: np.ndarray) -> Image.Image:
+    """(H, W) values on the 0..255 scale -> 8-bit RGB with three equal channels."""
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def read_rgb(path: str) -> Image.Image:
+    """The image at ``path`` as 8-bit RGB (``to_rgb``); raises one of READ_ERRORS for a file that cannot be used."""
+    with Image.open(path) as img:
+        return to_rgb(img)
 
 
 # ===== reproducible sampling =====
@@ -185,16 +244,19 @@ class _PretrainDataset(Dataset):
 
 
 class ImageFilesDataset(_PretrainDataset):
-    """Images from a list of files, read as RGB; an unreadable file is skipped (one warning) for the next one.
+    """Images from a list of files, read as RGB (``read_rgb``); an unreadable file is skipped (one warning) for the
+    next one, up to MAX_CONSECUTIVE_SKIPS files in a row (then UnreadableDataError).
 
     Args:
         files: image paths (sorted, so that every process sees the same order).
         transform: callable on a PIL image (e.g. CrOCAugmentation), or None to return the image.
+        source: the flag and folder the files come from (e.g. ``--data_path /data/x``), for the error messages.
     """
 
-    def __init__(self, files: list[str], transform=None):
+    def __init__(self, files: list[str], transform=None, source: str = "the image files"):
         super().__init__(transform, num_files=len(files))
         self.files = files
+        self.source = source
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
@@ -202,26 +264,61 @@ class ImageFilesDataset(_PretrainDataset):
 
     def __getitem__(self, item):
         index, seed = self._split(item)
-        for offset in range(min(MAX_CONSECUTIVE_SKIPS, len(self.files))):
-            img = self._load((index + offset) % len(self.files))
+        first_error = None
+        for offset in range(self._max_tries()):
+            img, error = self._load((index + offset) % len(self.files))
             if img is not None:
                 return self._apply(img, seed)
-        raise RuntimeError(f"{MAX_CONSECUTIVE_SKIPS} consecutive unreadable images from {self.files[index]} on")
+            first_error = first_error or error
+        raise UnreadableDataError(self._unreadable_message(index, first_error))
+
+    def check_readable(self) -> None:
+        """UnreadableDataError (one line) before training when the first item could not be served: the files are
+        read in order until one decodes, at most MAX_CONSECUTIVE_SKIPS of them, the rule of ``__getitem__``.
+
+        Usually one image is read, whatever the size of the folder (a cheap start on 1.2M files); a folder whose
+        images are all unreadable (up to MAX_CONSECUTIVE_SKIPS files) is refused before any model is built. Nothing
+        is counted nor warned: the epoch's reads do that.
+        """
+        first_error = None
+        for index in range(self._max_tries()):
+            try:
+                read_rgb(self.files[index])
+                return
+            except READ_ERRORS as err:
+                first_error = first_error or self._describe(index, err)
+        raise UnreadableDataError(self._unreadable_message(0, first_error))
+
+    def _max_tries(self) -> int:
+        return min(MAX_CONSECUTIVE_SKIPS, len(self.files))
+
+    def _unreadable_message(self, index: int, first_error: str) -> str:
+        tries = self._max_tries()
+        if tries == len(self.files):
+            return f"{self.source}: none of the {tries} images could be read (first: {first_error})"
+        return (f"{self.source}: {tries} images in a row could not be read, from {self._short(index)} on "
+                f"(first: {first_error})")
+
+    def _short(self, index: int) -> str:
+        return os.path.basename(self.files[index])
+
+    def _describe(self, index: int, err: Exception) -> str:
+        return f"{self._short(index)}: {type(err).__name__}: {err}"
 
     def _path(self, index: int) -> str:
         return self.files[index]
 
-    def _load(self, index: int) -> Image.Image | None:
+    def _load(self, index: int) -> tuple[Image.Image | None, str | None]:
+        """(the image, None), or (None, why) for an unreadable file, which is counted and warned once."""
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            return read_rgb(path), None
+        except READ_ERRORS as err:
             self._mark_unreadable(index)
             if path not in self._warned:  # once per file and process
                 self._warned.add(path)
                 logger.warning("skipping unreadable image %s (%s: %s)", path, type(err).__name__, err)
-            return None
+            return None, self._describe(index, err)
 
 
 class SyntheticPretrainDataset(_PretrainDataset):
@@ -310,7 +407,8 @@ def _coco_files(args, with_unlabeled: bool) -> list[str]:
 
 
 def build_pretrain_dataset(args, transform) -> Dataset:
-    """The `--dataset_type` training set, each item `transform(image)`; clear one-line errors for missing data.
+    """The `--dataset_type` training set, each item `transform(image)`; clear one-line errors for missing data and
+    for a folder whose first item cannot be read (`ImageFilesDataset.check_readable`).
 
     Reads args.dataset_type, data_path, imagenet1k_path, coco_path, untar_path, synthetic_num_images,
     synthetic_size, synthetic_cache, synthetic_style and seed.
@@ -322,11 +420,15 @@ def build_pretrain_dataset(args, transform) -> Dataset:
         return SyntheticPretrainDataset(scenes, transform)
     if kind == "imagefolder":
         files = list_images(_root(args.data_path, "--data_path", args.untar_path), "--data_path")
+        source = f"--data_path {args.data_path}"
     elif kind == "imagenet1k":
         root = _root(args.imagenet1k_path, "--imagenet1k_path", args.untar_path)
         files = list_images(os.path.join(root, "ILSVRC2012_img_train"), "--imagenet1k_path")
+        source = f"--imagenet1k_path {args.imagenet1k_path}"
     elif kind in ("coco", "coco+"):
-        files = _coco_files(args, with_unlabeled=kind == "coco+")
+        files, source = _coco_files(args, with_unlabeled=kind == "coco+"), f"--coco_path {args.coco_path}"
     else:
         raise ValueError(f"--dataset_type: unknown {kind!r} (expected one of {', '.join(DATASET_TYPES)})")
-    return ImageFilesDataset(files, transform)
+    dataset = ImageFilesDataset(files, transform, source=source)
+    dataset.check_readable()
+    return dataset

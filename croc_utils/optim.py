@@ -137,3 +137,9 @@ def build_optimizer(name: str, params_groups: list[dict], device: torch.device |
     if name == "lars":
         return LARS(params_groups)
     raise ValueError(f"--optimizer: unknown optimizer {name!r}")
+
+
+def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
+    """The ``--optimizer`` name that ``build_optimizer`` gives for ``optimizer``'s class (its class name otherwise)."""
+    names = {torch.optim.AdamW: "adamw", torch.optim.SGD: "sgd", LARS: "lars"}
+    return names.get(type(optimizer), type(optimizer).__name__.lower())

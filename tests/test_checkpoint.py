@@ -1,9 +1,14 @@
 import argparse
+import json
 import os
+import pickle
 import stat
+import zipfile
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from croc_utils.checkpoint import (
     CheckpointError,
@@ -11,8 +16,10 @@ from croc_utils.checkpoint import (
     load_pretrained_backbone,
     network_state,
     restart_from_checkpoint,
+    resume_position,
     save_checkpoint,
 )
+from croc_utils.optim import build_optimizer, get_params_groups
 from models import CrOCHead, CrOCNetwork, vit_small, vit_tiny
 
 OUT_DIM, OUT_DIM_C, DEPTH = 64, 32, 2
@@ -188,3 +195,118 @@ def test_saved_checkpoint_has_the_mode_of_an_ordinary_new_file(tmp_path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(os.stat(tmp_path / "checkpoint.pth").st_mode) == 0o644
+
+
+# ===== files that are not checkpoints at all, told apart from hostile ones =====
+def write_foreign_files(folder) -> dict:
+    """name -> what ``load_checkpoint`` must call it."""
+    (folder / "args.json").write_text(json.dumps({"lr": 0.1, "epochs": 3}))
+    (folder / "notes.txt").write_text("lr 0.1, 3 epochs\n")
+    (folder / "empty.pth").write_bytes(b"")
+    with zipfile.ZipFile(folder / "other.zip", "w") as archive:
+        archive.writestr("weights/readme.txt", "hello")
+    np.save(folder / "array.npy", np.zeros(3))
+    (folder / "plain.pkl").write_bytes(pickle.dumps({"teacher": [1, 2]}, protocol=4))
+    (folder / "random.bin").write_bytes(bytes(range(256)) * 4)
+    return {"args.json": "JSON text", "notes.txt": "text", "empty.pth": "an empty file",
+            "other.zip": "a zip archive of other files, e.g. weights/readme.txt", "array.npy": "a NumPy .npy file",
+            "plain.pkl": "a pickle that torch.save did not write", "random.bin": "binary data of another format"}
+
+
+def test_files_that_are_not_checkpoints_are_called_so(tmp_path):
+    for name, what in write_foreign_files(tmp_path).items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(str(tmp_path / name))
+        assert str(err.value) == f"{tmp_path / name}: not a PyTorch checkpoint ({what})"
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_hostile_pickles_of_both_formats_keep_the_refusal_naming_the_global(tmp_path, zip_format):
+    path = str(tmp_path / "evil.pth")
+    torch.save({"teacher": {}, "payload": Evil()}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError, match=r"evil.pth: refused to load, it holds objects that are not tensors or "
+                                              r"plain data \((posix|os|nt)\.system\)$"):
+        load_checkpoint(path)
+
+
+# ===== a changed --optimizer on resume =====
+def optimizer_checkpoint(tmp_path, name: str, saved_args: bool = True) -> tuple[str, nn.Module]:
+    """A checkpoint of a tiny model after one step of optimizer ``name``; its args name it unless not saved_args."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    optimizer = build_optimizer(name, get_params_groups(model))
+    optimizer.param_groups[0]["lr"] = 0.1
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+    path = str(tmp_path / f"{name}.pth")
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3}
+    if saved_args:
+        state["args"] = argparse.Namespace(optimizer=name)
+    save_checkpoint(state, path)
+    return path, model
+
+
+def step(model, optimizer):
+    optimizer.zero_grad()
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("new", ["sgd", "lars"])
+def test_a_changed_optimizer_starts_fresh_with_a_notice(tmp_path, capsys, new):
+    path, model = optimizer_checkpoint(tmp_path, "adamw")
+    optimizer = build_optimizer(new, get_params_groups(model))
+    run_variables = {"epoch": 0}
+    assert restart_from_checkpoint(path, run_variables, model=model, optimizer=optimizer)
+    assert run_variables["epoch"] == 3  # the rest resumes
+    notice = capsys.readouterr().out.strip()
+    assert notice == (f"Notice: {path} was trained with --optimizer adamw; --optimizer {new} starts from a fresh "
+                      f"optimizer state (the networks, loss centres and epoch resume).")
+    assert not optimizer.state and "betas" not in optimizer.param_groups[0]
+    step(model, optimizer)  # no KeyError ('momentum', 'eta') at the first step
+
+
+def test_the_same_optimizer_resumes_its_state(tmp_path):
+    path, model = optimizer_checkpoint(tmp_path, "sgd")
+    optimizer = build_optimizer("sgd", get_params_groups(model))
+    restart_from_checkpoint(path, model=model, optimizer=optimizer)
+    saved = load_checkpoint(path)["optimizer"]["state"][0]["momentum_buffer"]
+    torch.testing.assert_close(optimizer.state[model[0].weight]["momentum_buffer"], saved, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("saved_args", [False, True])
+def test_an_optimizer_state_that_does_not_fit_is_refused_in_one_line(tmp_path, saved_args):
+    path, model = optimizer_checkpoint(tmp_path, "adamw", saved_args=saved_args)
+    if saved_args:  # args that claim sgd over an adamw state
+        ckpt = load_checkpoint(path)
+        ckpt["args"].optimizer = "sgd"
+        save_checkpoint(ckpt, path)
+    optimizer = build_optimizer("sgd", get_params_groups(model))
+    with pytest.raises(CheckpointError) as err:
+        restart_from_checkpoint(path, model=model, optimizer=optimizer)
+    assert str(err.value) == (f"{path}: its optimizer state does not fit --optimizer sgd: the parameter groups lack "
+                              "dampening, momentum (the state of another optimizer?)")  # SGD defaults the others
+
+
+# ===== the position in an epoch, counted in images =====
+def position(capsys, variables, **kwargs):
+    out = resume_position(variables, **kwargs)
+    return out, capsys.readouterr().out.strip()
+
+
+def test_resume_position_counts_images_not_batches(capsys):
+    saved = {"epoch": 1, "iteration": 3, "images_seen": 6, "args": argparse.Namespace()}
+    assert position(capsys, saved, images_per_step=2, steps_per_epoch=4) == ((1, 3), "")  # same batch: silent
+    (where, notice) = position(capsys, saved, images_per_step=4, steps_per_epoch=2)
+    assert where == (1, 1) and notice == ("Notice: epoch 1 had already seen 6 images: at 4 images per iteration it "
+                                          "resumes at iteration 1 of 2 (the checkpoint counted 3).")
+    (where, notice) = position(capsys, saved, images_per_step=3, steps_per_epoch=2)  # 6 images fill the epoch
+    assert where == (2, 0) and notice == ("Notice: epoch 1 had already seen 6 images, a whole epoch at 3 images per "
+                                          "iteration (2 iterations): going on with epoch 2.")
+    assert position(capsys, {"epoch": 0, "iteration": 0, "images_seen": None, "args": None},
+                    images_per_step=8, steps_per_epoch=5) == ((0, 0), "")  # a fresh start
+
+
+def test_a_checkpoint_without_images_seen_counts_with_its_own_batch_size():
+    older = {"epoch": 1, "iteration": 3, "args": argparse.Namespace(batch_size_per_gpu=4, world_size=2)}
+    assert resume_position(older, images_per_step=12, steps_per_epoch=10) == (1, 2)  # 3 * 8 = 24 images
+    assert resume_position({"epoch": 1, "iteration": 3, "args": None}, images_per_step=5, steps_per_epoch=10) == (1, 3)

@@ -4,6 +4,8 @@ import argparse
 import json
 import logging
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -12,7 +14,15 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from croc_utils.datasets import EpochSampler, build_pretrain_dataset, build_pretrain_loader, mix_seed
+import croc_utils.datasets as datasets
+from croc_utils.datasets import (
+    EpochSampler,
+    ImageFilesDataset,
+    UnreadableDataError,
+    build_pretrain_dataset,
+    build_pretrain_loader,
+    mix_seed,
+)
 from croc_utils.parser import get_args_parser, parse_args
 from croc_utils.transforms import CrOCAugmentation
 
@@ -254,3 +264,122 @@ def test_training_log_records_each_unreadable_file_once(tmp_path):
                                    "--saveckp_freq", "0"]))
     line = json.loads((out / "log.txt").read_text())
     assert line["train_skipped_images"] == 3 and line["train_skipped_files"] == bad
+
+
+# ===== folders of unreadable images (a one-line error naming the flag, the folder and the count) =====
+def test_a_folder_of_only_unreadable_images_is_refused_in_one_line_before_training(tmp_path):
+    """main_croc: one line on stderr naming --data_path, the folder and the true count; no traceback."""
+    from tests.test_train import ROOT, SMALL, subprocess_env
+
+    for k in range(6):
+        (tmp_path / f"{k}.jpg").write_text("not an image")
+    proc = subprocess.run([sys.executable, "main_croc.py", *SMALL, "--dataset_type", "imagefolder", "--data_path",
+                           str(tmp_path), "--output_dir", str(tmp_path / "out"), "--epochs", "1"],
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and "\n" not in err, err
+    assert err.startswith(f"error: --data_path {tmp_path}: none of the 6 images could be read (first: 0.jpg: "), err
+    assert "Starting CrOC training" not in proc.stdout
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_images_that_become_unreadable_mid_run_give_the_true_count_and_the_folder(tmp_path, num_workers):
+    write_images(tmp_path, [f"{k}.png" for k in range(6)])
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), TRANSFORM)
+    for k in range(6):  # e.g. a network file system that went away after the start
+        (tmp_path / f"{k}.png").write_bytes(b"gone")
+    loader, sampler = build_pretrain_loader(ds, batch_size=2, num_workers=num_workers, seed=0, distributed=False)
+    with pytest.raises(UnreadableDataError) as err:
+        next(iter(loader))
+    message = str(err.value)  # a worker's error comes back with its traceback around the message: str() is one line
+    assert "\n" not in message and message.startswith(f"--data_path {tmp_path}: none of the 6 images could be read")
+
+
+def test_a_long_run_of_unreadable_files_in_a_large_folder_names_the_flag_and_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "MAX_CONSECUTIVE_SKIPS", 3)  # a folder "larger" than the run limit
+    write_images(tmp_path, [f"{k}.png" for k in range(8)])
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+    for k in (2, 3, 4):
+        (tmp_path / f"{k}.png").write_bytes(b"gone")
+    with pytest.raises(UnreadableDataError, match=rf"^--data_path {tmp_path}: 3 images in a row could not be read, "
+                                                  r"from 2.png on \(first: 2.png: UnidentifiedImageError"):
+        ds[2]
+    for k in (0, 1):
+        (tmp_path / f"{k}.png").write_bytes(b"gone")
+    with pytest.raises(UnreadableDataError, match="3 images in a row could not be read, from 0.png on"):
+        build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+
+
+def test_the_start_up_check_reads_only_up_to_the_first_readable_image(tmp_path, monkeypatch):
+    """A cheap start on a large folder: one image read when the first is fine, k + 1 after k unreadable ones."""
+    write_images(tmp_path, [f"{k}.png" for k in range(2, 9)])
+    reads = []
+    real = datasets.read_rgb
+    monkeypatch.setattr(datasets, "read_rgb", lambda path: reads.append(os.path.basename(path)) or real(path))
+    build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+    assert reads == ["2.png"]
+    (tmp_path / "0.png").write_bytes(b"broken")
+    (tmp_path / "1.png").write_bytes(b"broken")
+    reads.clear()
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+    assert reads == ["0.png", "1.png", "2.png"] and ds.num_skipped == 0  # the epoch counts them, not the check
+
+
+# ===== high bit depth and other modes: converted to the values they mean, or counted as unreadable =====
+def grey(array, mode=None):
+    return Image.fromarray(array, mode) if mode else Image.fromarray(array)
+
+
+RNG = np.random.default_rng(0)
+NOISE16 = RNG.integers(0, 65536, (16, 16), dtype=np.uint16)
+FLOAT01 = RNG.random((16, 16)).astype(np.float32)
+RGB8 = RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+# (file name, image to save, expected mean of each RGB channel, worked out from the source values)
+HIGH_BIT_DEPTH = [
+    ("noise16.png", lambda: grey(NOISE16), [NOISE16.mean() / 257] * 3),  # PIL: mode I;16
+    ("ramp16.tif", lambda: grey(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257), [127.5] * 3),
+    ("noise16_big_endian.tif", lambda: grey(NOISE16.astype(">u2")), [NOISE16.mean() / 257] * 3),  # I;16B
+    ("noise16.pgm", lambda: grey(NOISE16), [NOISE16.mean() / 257] * 3),  # PIL reads a 16-bit PGM as mode I
+    ("float01.tif", lambda: grey(FLOAT01, "F"), [FLOAT01.mean() * 255] * 3),
+    ("float255.tif", lambda: grey(FLOAT01 * 200 + 10, "F"), [FLOAT01.mean() * 200 + 10] * 3),
+    ("float65535.tif", lambda: grey(FLOAT01 * 60000, "F"), [FLOAT01.mean() * 60000 / 257] * 3),
+    ("int32.tif", lambda: grey(NOISE16.astype(np.int32)), [NOISE16.mean() / 257] * 3),  # PIL: mode I
+    ("one_bit.png", lambda: grey(RGB8[..., 0] > 127).convert("1"), [(RGB8[..., 0] > 127).mean() * 255] * 3),
+    ("palette.png", lambda: grey(RGB8).quantize(16), None),  # the palette's own colours, see below
+    ("grey_alpha.png", lambda: grey(np.dstack([RGB8[..., 0], RGB8[..., 1]]), "LA"), [RGB8[..., 0].mean()] * 3),
+    ("rgba.png", lambda: grey(np.dstack([RGB8, RGB8[..., :1]]), "RGBA"), RGB8.mean((0, 1)).tolist()),
+    ("cmyk.tif", lambda: grey(np.dstack([255 - RGB8, np.zeros((16, 16), np.uint8)]), "CMYK"),
+     RGB8.mean((0, 1)).tolist()),  # no black ink: R = 255 - C, ...
+    # L* = 50, a* = b* = 0 (PIL stores a* and b* as signed bytes): the CIE grey 119, not a copy of the channels
+    ("lab.tif", lambda: grey(np.dstack([np.full((4, 4), 128, np.uint8)] + [np.zeros((4, 4), np.uint8)] * 2), "LAB"),
+     [119] * 3),
+]
+
+
+@pytest.mark.parametrize("name, make, expected", HIGH_BIT_DEPTH, ids=[case[0] for case in HIGH_BIT_DEPTH])
+def test_high_bit_depth_and_other_modes_convert_to_the_values_they_mean(tmp_path, name, make, expected):
+    source = make()
+    source.save(tmp_path / name)
+    if expected is None:  # a palette image: each pixel's palette colour
+        expected = np.asarray(source.convert("RGB")).reshape(-1, 3).mean(0).tolist()
+    ds = ImageFilesDataset([str(tmp_path / name)])
+    img = ds[0]
+    assert img.mode == "RGB" and ds.num_skipped == 0
+    means = np.asarray(img).reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(means, expected, atol=1.0)  # within one grey level
+
+
+def test_values_with_no_known_scale_are_counted_as_unreadable(tmp_path, caplog):
+    signed = FLOAT01 * 10 - 5
+    signed[0, 0] = -5
+    grey(signed, "F").save(tmp_path / "0_signed.tif")  # negative values: no meaning as grey levels
+    grey(np.full((8, 8), 1e6, np.float32), "F").save(tmp_path / "1_huge.tif")
+    write_images(tmp_path, ["2.png"])
+    ds = build_pretrain_dataset(make_args(data_path=str(tmp_path)), None)
+    with caplog.at_level(logging.WARNING, logger="croc_utils.datasets"):
+        img = ds[0]
+    assert np.asarray(img).max() == 0  # 2.png (all 0), the next readable image
+    assert ds.num_skipped == 2
+    warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
+    assert len(warned) == 2 and "no known scale" in warned[0] and "[-5," in warned[0]

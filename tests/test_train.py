@@ -10,7 +10,8 @@ import time
 
 import torch
 
-from croc_utils.checkpoint import load_checkpoint
+import main_croc
+from croc_utils.checkpoint import load_checkpoint, save_checkpoint
 from croc_utils.optim import cosine_scheduler
 from croc_utils.parser import parse_args
 from main_croc import train_croc
@@ -175,3 +176,66 @@ def test_augment_on_device_trains_on_cpu(tmp_path):
               "--local_crops_size", "32")
     line = json.loads(open(os.path.join(out, "log.txt")).readline())
     assert line["train_loss"] == line["train_loss"] and line["train_mean_k"] >= 2
+
+
+def test_resume_with_another_optimizer_starts_it_fresh_and_trains(tmp_path, capsys):
+    out = run(tmp_path, "opt", "--epochs", "1", "--global_crops_size", "32")  # adamw
+    capsys.readouterr()
+    run(tmp_path, "opt", "--epochs", "2", "--global_crops_size", "32", "--optimizer", "sgd")
+    assert "was trained with --optimizer adamw; --optimizer sgd starts from a fresh optimizer state" in \
+        capsys.readouterr().out
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert ckpt["epoch"] == 2 and ckpt["args"].optimizer == "sgd" and "momentum" in ckpt["optimizer"]["param_groups"][0]
+    lines = [json.loads(line) for line in open(os.path.join(out, "log.txt"))]
+    assert [line["epoch"] for line in lines] == [0, 1] and lines[1]["train_loss"] == lines[1]["train_loss"]
+
+
+def sigterm_after(monkeypatch, steps: int) -> None:
+    """SIGTERM to this process right after training step number ``steps`` (counted over epochs), as a scheduler
+    pre-empting the job would send it: the run saves where it is and returns."""
+    done = []
+
+    def update_teacher(*args, **kwargs):
+        main_croc_update_teacher(*args, **kwargs)
+        done.append(1)
+        if len(done) == steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    main_croc_update_teacher = main_croc.update_teacher
+    monkeypatch.setattr(main_croc, "update_teacher", update_teacher)
+
+
+def test_mid_epoch_resume_with_another_batch_size_goes_by_images_seen(tmp_path, monkeypatch, capsys):
+    # 8 images, batch 2: 4 iterations per epoch; stopped at (epoch 0, iteration 3), after 6 images of the epoch
+    eight = ["--synthetic_num_images", "8", "--epochs", "2", "--global_crops_size", "32", "--saveckp_freq", "0"]
+    with monkeypatch.context() as patch:
+        sigterm_after(patch, steps=3)
+        out = run(tmp_path, "a", *eight, "--batch_size_per_gpu", "2")
+    ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
+    assert (ckpt["epoch"], ckpt["iteration"], ckpt["images_seen"]) == (0, 3, 6)
+    other = str(tmp_path / "b")
+    shutil.copytree(out, other)
+    del ckpt["images_seen"]  # the layout before images_seen: the batch size comes from the saved args
+    save_checkpoint(ckpt, os.path.join(other, "checkpoint.pth"))
+    capsys.readouterr()
+
+    run(tmp_path, "a", *eight, "--batch_size_per_gpu", "4")  # 2 iterations per epoch: epoch 0 resumes at 1
+    assert "resumes at iteration 1 of 2 (the checkpoint counted 3)" in capsys.readouterr().out
+    lines = [json.loads(line) for line in open(os.path.join(out, "log.txt"))]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert all(line["train_img_per_s"] > 0 and line["train_loss"] == line["train_loss"] for line in lines)
+
+    run(tmp_path, "b", *eight, "--batch_size_per_gpu", "3")  # 2 iterations of 3 = 6 images: epoch 0 is over
+    assert "a whole epoch at 3 images per iteration (2 iterations): going on with epoch 1" in capsys.readouterr().out
+    lines = [json.loads(line) for line in open(os.path.join(other, "log.txt"))]
+    assert [line["epoch"] for line in lines] == [1] and lines[0]["train_img_per_s"] > 0
+    assert load_checkpoint(os.path.join(other, "checkpoint.pth"))["epoch"] == 2
+
+
+def test_an_epoch_that_runs_no_step_reports_no_stats(tmp_path, capsys):
+    args = parse_args(SMALL + ["--output_dir", str(tmp_path)])
+    loader = [{"crops": []}] * 2  # never read: nothing is left of the epoch
+    stats, stopped_at = main_croc.train_one_epoch(None, None, None, loader, None, None, 0, None, args,
+                                                  device=torch.device("cpu"), stop={}, start_iter=2)
+    assert (stats, stopped_at) == ({}, None)
+    assert "Notice: epoch 0 ran no iteration (it starts at 2 of 2)." in capsys.readouterr().out
