@@ -34,6 +34,45 @@ def _temperature_schedule(warmup_temp: float, temp: float, warmup_epochs: int, n
     return np.concatenate((np.linspace(warmup_temp, temp, warmup_epochs), np.full(nepochs - warmup_epochs, temp)))
 
 
+CENTERINGS = ("center", "sinkhorn_knopp")  # --teacher_centering: the released EMA centre, or DINOv2's SK
+
+
+@torch.no_grad()
+def sinkhorn_knopp_log_probs(logits: Tensor, temp: float, weights: Tensor | None = None,
+                             n_iterations: int = 3) -> Tensor:
+    """Teacher log-probabilities by Sinkhorn-Knopp instead of centring (DINOv2's ``sinkhorn_knopp_teacher``).
+
+    Q = exp(logits / temp) is scaled alternately so that every output receives the same total mass over the global
+    batch (all processes) and every row sums to 1 (docs/algorithm.md section 4, "teacher centring"). So the batch
+    cannot pile onto a few outputs (the centre's job) and no row can sit on the uniform distribution unless the whole
+    batch does: each image or cluster gets a sharp distribution of its own.
+
+    Args:
+        logits: (n, C) teacher logits; temp: teacher temperature.
+        weights: optional (n,) 1 for the rows that count, 0 for the others (invalid cluster slots): those get no mass
+            and count nowhere (their rows come out uniform, and are masked by the caller's weights anyway).
+        n_iterations: alternations of output and row scaling (3 as DINOv2).
+    Returns:
+        (n, C) log-probabilities, every counted row summing to 1.
+    """
+    x = logits.float() / temp
+    # One factor for the whole global batch (a per-row one would change the first output scaling's result), taken
+    # over the rows that count (an invalid slot may hold anything).
+    counted = x if weights is None else torch.where(weights[:, None] > 0, x, torch.full_like(x, -torch.inf))
+    top = counted.max() if x.numel() else x.new_full((), -torch.inf)
+    if is_dist():
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp(counted - top.clamp_min(-1e30))  # rows that do not count: 0 (no counted row anywhere: all 0)
+    n_out = q.shape[1]
+    # DINOv2 also divides by the global row count and the total mass; both scale every row alike and are absorbed
+    # by the row normalisation, so one all-reduce per iteration (the output totals) is all that is needed.
+    for _ in range(n_iterations):
+        q = q / _all_reduce_sum(q.sum(dim=0, keepdim=True)).clamp_min(1e-30)  # every output: the same total mass
+        q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-30)  # every row sums to 1
+    q = torch.where(q.sum(dim=1, keepdim=True) > 0, q, torch.full_like(q, 1.0 / n_out))
+    return torch.log(q.clamp_min(1e-30))
+
+
 def _entropy(log_probs: Tensor) -> Tensor:
     """Entropy of every row of (n, C) log-probabilities -> (n,)."""
     return -(log_probs.exp() * log_probs).sum(dim=-1)
@@ -49,12 +88,18 @@ class CrOCLoss(nn.Module):
             linearly over ``warmup_teacher_temp_epochs`` of ``nepochs``.
         student_temp, student_temp_c: student temperatures.
         center_momentum: EMA momentum of both centres.
+        centering: "center" (released: subtract the EMA centre, then sharpen) or "sinkhorn_knopp" (DINOv2: three
+            Sinkhorn-Knopp iterations on the sharpened teacher logits; the centres are still updated and saved).
     """
 
     def __init__(self, out_dim: int, out_dim_c: int, ncrops: int, *, warmup_teacher_temp: float, teacher_temp: float,
                  warmup_teacher_temp_c: float, teacher_temp_c: float, warmup_teacher_temp_epochs: int, nepochs: int,
-                 student_temp: float = 0.1, student_temp_c: float = 0.1, center_momentum: float = 0.9):
+                 student_temp: float = 0.1, student_temp_c: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center"):
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"--teacher_centering must be one of {', '.join(CENTERINGS)}, got {centering!r}")
+        self.centering = centering
         if ncrops < 2:
             raise ValueError(f"ncrops must be >= 2 (the two global views), got {ncrops}")
         if not 0 <= warmup_teacher_temp_epochs <= nepochs:
@@ -88,7 +133,7 @@ class CrOCLoss(nn.Module):
         self._check_inputs(student_cls, teacher_cls, epoch, student_clusters, teacher_clusters)
         n_slots = student_clusters.shape[0] // 2
         weights = (torch.ones(n_slots, device=student_clusters.device) if valid is None else valid.float()).repeat(2)
-        teacher_logp, teacher_logp_c = self._teacher_log_probs(teacher_cls, teacher_clusters, epoch)
+        teacher_logp, teacher_logp_c = self._teacher_log_probs(teacher_cls, teacher_clusters, epoch, weights)
         student_logp = F.log_softmax(student_cls.float() / self.student_temp, dim=-1)
         student_logp_c = F.log_softmax(student_clusters.float() / self.student_temp_c, dim=-1)
         dino_term = self._dino_term(student_logp, teacher_logp.exp())
@@ -114,9 +159,13 @@ class CrOCLoss(nn.Module):
             raise ValueError(f"epoch {epoch} outside the temperature schedule [0, {len(self.teacher_temp_schedule)})")
 
     @torch.no_grad()
-    def _teacher_log_probs(self, teacher_cls: Tensor, teacher_clusters: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+    def _teacher_log_probs(self, teacher_cls: Tensor, teacher_clusters: Tensor, epoch: int,
+                           weights: Tensor) -> tuple[Tensor, Tensor]:
         """Centred and sharpened teacher log-probabilities, (2B, out_dim) and (2M, out_dim_c)."""
         temp, temp_c = self.teacher_temp_schedule[epoch], self.teacher_temp_schedule_c[epoch]
+        if self.centering == "sinkhorn_knopp":
+            return (sinkhorn_knopp_log_probs(teacher_cls, temp),
+                    sinkhorn_knopp_log_probs(teacher_clusters, temp_c, weights))
         return (F.log_softmax((teacher_cls.float() - self.center) / temp, dim=-1),
                 F.log_softmax((teacher_clusters.float() - self.center_c) / temp_c, dim=-1))
 

@@ -12,6 +12,7 @@ import sys
 
 from croc_utils.cli import OneLineErrorParser, bool_flag
 from croc_utils.clustering import ClusteringConfig
+from croc_utils.loss import CENTERINGS
 from croc_utils.synthetic import SCENE_STYLES
 from croc_utils.transforms import (
     GLOBAL_CROPS_SCALE,
@@ -64,6 +65,10 @@ def _temperature_args(p: argparse.ArgumentParser) -> None:
                    help="Teacher temperature of the cluster term after warm-up. Default: 0.04.")
     p.add_argument("--student_temp_c", default=0.1, type=float,
                    help="Student temperature of the cluster term. Default: 0.1.")
+    p.add_argument("--teacher_centering", default="center", choices=list(CENTERINGS),
+                   help="[new] How the teacher outputs are kept from collapsing, for both heads: center (released: "
+                        "subtract an EMA centre, then sharpen) or sinkhorn_knopp (DINOv2: 3 Sinkhorn-Knopp "
+                        "iterations over the global batch). Default: center.")
     p.add_argument("--student_temp", default=1.0, type=float,
                    help="Accepted for compatibility with the release, where it is handed to the clustering and has "
                         "no effect; the CLS term's student temperature is 0.1 as in DINO. Default: 1.0.")

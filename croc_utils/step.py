@@ -93,7 +93,7 @@ def build_loss(args) -> CrOCLoss:
                     warmup_teacher_temp=args.warmup_teacher_temp, teacher_temp=args.teacher_temp,
                     warmup_teacher_temp_c=args.warmup_teacher_temp_c, teacher_temp_c=args.teacher_temp_c,
                     warmup_teacher_temp_epochs=args.warmup_teacher_temp_epochs, nepochs=args.epochs,
-                    student_temp_c=args.student_temp_c)
+                    student_temp_c=args.student_temp_c, centering=args.teacher_centering)
 
 
 @dataclass

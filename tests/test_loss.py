@@ -8,15 +8,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from croc_utils.loss import CrOCLoss
+from croc_utils.loss import CrOCLoss, sinkhorn_knopp_log_probs
 
 OUT, OUT_C = 7, 5
 
 
-def make_loss(ncrops=2, nepochs=4, warmup_epochs=3):
+def make_loss(ncrops=2, nepochs=4, warmup_epochs=3, centering="center"):
     return CrOCLoss(out_dim=OUT, out_dim_c=OUT_C, ncrops=ncrops, warmup_teacher_temp=0.04, teacher_temp=0.07,
                     warmup_teacher_temp_c=0.02, teacher_temp_c=0.05, warmup_teacher_temp_epochs=warmup_epochs,
-                    nepochs=nepochs, student_temp=0.1, student_temp_c=0.2, center_momentum=0.9)
+                    nepochs=nepochs, student_temp=0.1, student_temp_c=0.2, center_momentum=0.9, centering=centering)
 
 
 def softmax(row):
@@ -188,6 +188,52 @@ def test_bad_construction_and_early_diagnostics():
         make_loss().diagnostics()
 
 
+def hand_sinkhorn_knopp(logits, temp, iterations=3):
+    """DINOv2's teacher Sinkhorn-Knopp restated with Python lists: Q = exp(logits / temp) transposed to (C, n),
+    divided by its total, then per iteration each output row divided by its sum and by C, each sample column by its
+    sum and by n; finally multiplied by n (each sample's column sums to 1)."""
+    rows = [[math.exp(v / temp) for v in row] for row in logits.tolist()]  # (n, C)
+    n, c = len(rows), len(rows[0])
+    total = sum(map(sum, rows))
+    q = [[v / total for v in row] for row in rows]
+    for _ in range(iterations):
+        out_sums = [sum(q[i][k] for i in range(n)) for k in range(c)]
+        q = [[q[i][k] / out_sums[k] / c for k in range(c)] for i in range(n)]
+        q = [[v / sum(row) / n for v in row] for row in q]
+    return [[v * n for v in row] for row in q]
+
+
+def test_sinkhorn_knopp_equals_dinov2_restated_and_balances_outputs():
+    logits = torch.randn(6, OUT, generator=torch.Generator().manual_seed(4))
+    probs = sinkhorn_knopp_log_probs(logits, 0.3).exp()
+    torch.testing.assert_close(probs, torch.tensor(hand_sinkhorn_knopp(logits, 0.3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(probs.sum(1), torch.ones(6))
+    balance = sinkhorn_knopp_log_probs(logits, 0.3, n_iterations=50).exp().sum(0)
+    torch.testing.assert_close(balance, torch.full((OUT,), 6 / OUT), rtol=1e-3, atol=1e-4)
+
+
+def test_sinkhorn_knopp_leaves_invalid_rows_out():
+    logits = torch.randn(8, OUT, generator=torch.Generator().manual_seed(5))
+    valid = torch.tensor([1.0, 1, 0, 1, 0, 1, 1, 1])
+    garbage = torch.where(valid[:, None] > 0, logits, logits * 100)
+    masked = sinkhorn_knopp_log_probs(garbage, 0.1, valid).exp()
+    torch.testing.assert_close(masked[valid > 0], sinkhorn_knopp_log_probs(logits[valid > 0], 0.1).exp())
+
+
+def test_sinkhorn_knopp_centering_feeds_both_terms():
+    s_cls, t_cls, s_c, t_c = random_batch()
+    loss = make_loss(centering="sinkhorn_knopp")
+    dino, cluster = loss(s_cls, t_cls, 3, s_c, t_c)
+    probs = torch.tensor(hand_sinkhorn_knopp(t_cls, 0.07))  # epoch 3: past the warm-up, teacher_temp 0.07
+    ref = sum(cross_entropy(probs[i].tolist(), (s_cls[(i + 3) % 6] / 0.1).tolist()) for i in range(6)) / 6
+    assert dino.item() == pytest.approx(ref, rel=1e-5)  # teacher view i meets student view 1 - i
+    probs_c = torch.tensor(hand_sinkhorn_knopp(t_c, 0.05))
+    ref_c = sum(cross_entropy(probs_c[i].tolist(), (s_c[(i + 4) % 8] / 0.2).tolist()) for i in range(8)) / 8
+    assert cluster.item() == pytest.approx(ref_c, rel=1e-5)
+    with pytest.raises(ValueError, match="--teacher_centering"):
+        make_loss(centering="mean")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Two processes (gloo)
 # ----------------------------------------------------------------------------------------------------------------
@@ -227,3 +273,24 @@ def test_two_process_centres_equal_single_process_on_concatenated_batch(tmp_path
         for key, value in single.diagnostics().items():
             torch.testing.assert_close(out["logs"][key], value, msg=key)
     assert ranks[0]["cluster"].item() == 0.0 and ranks[1]["cluster"].item() > 0
+
+
+def _gloo_sinkhorn_worker(rank, world_size, init_file, parts, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        logits, weights = parts[rank]
+        torch.save(sinkhorn_knopp_log_probs(logits, 0.1, weights), f"{out_dir}/sk{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_sinkhorn_knopp_equals_single_process_on_concatenated_rows(tmp_path):
+    g = torch.Generator().manual_seed(6)
+    parts = [(torch.randn(3, OUT, generator=g), torch.tensor([1.0, 0, 1])),
+             (torch.randn(5, OUT, generator=g), torch.ones(5))]
+    mp.spawn(_gloo_sinkhorn_worker, args=(2, str(tmp_path / "init"), parts, str(tmp_path)), nprocs=2, join=True)
+    got = torch.cat([torch.load(tmp_path / f"sk{r}.pt", weights_only=True) for r in range(2)])
+    single = sinkhorn_knopp_log_probs(torch.cat([p[0] for p in parts]), 0.1, torch.cat([p[1] for p in parts]))
+    keep = torch.cat([p[1] for p in parts]) > 0
+    torch.testing.assert_close(got[keep], single[keep])
