@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from croc_utils.logging import read_log as read_training_log
 from eval.dense_probe import ProbeConfig, evaluate_backbone, synthetic_probe_data
 from eval.features import default_device, load_backbone
 
@@ -145,9 +146,9 @@ def _wait(run: str, procs: dict, info: dict, output_dir: Path) -> None:
 
 
 def read_log(run_dir: Path) -> list[dict]:
-    """Per-epoch training statistics (log.txt: teacher entropy, KL, mean k, losses)."""
+    """Per-epoch training statistics (log.txt: teacher entropy, KL, mean k, losses; torn lines skipped)."""
     path = run_dir / "log.txt"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_training_log(str(path)) if path.exists() else []
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

@@ -73,6 +73,8 @@ def test_launcher_and_aliases():
     (["--prefetch_factor", "0"], "--prefetch_factor"),
     (["--precision", "fp8"], "--precision"),
     (["--augment_on", "gpu"], "--augment_on"),
+    (["--dist_timeout", "0"], "--dist_timeout"),
+    (["--dist_timeout", "nan"], "--dist_timeout"),
 ])
 def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     with pytest.raises(SystemExit) as err:
@@ -80,6 +82,10 @@ def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     assert err.value.code == 2
     message = capsys.readouterr().err.strip()
     assert flag in message and "\n" not in message
+
+
+def test_dist_timeout_is_minutes_default_30():
+    assert parse_args([]).dist_timeout == 30 and parse_args(["--dist_timeout", "0.5"]).dist_timeout == 0.5
 
 
 def test_help_mentions_true_defaults():
