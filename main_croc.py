@@ -10,12 +10,13 @@ Launch (the same script everywhere):
     # SLURM: srun python main_croc.py ... (SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID; set MASTER_ADDR/PORT or
     #        pass --dist_url tcp://HOST:PORT)
 
-Rerunning the same command resumes from ``output_dir/checkpoint.pth``. SIGTERM (SLURM pre-emption) saves and exits.
-The method: docs/algorithm.md; what each module holds: the "Code map" of README.md.
+Rerunning the same command resumes from ``output_dir/checkpoint.pth`` (or the newest readable snapshot when it is
+missing); one run at a time per ``--output_dir`` (croc_utils/run_dir.py). SIGTERM (SLURM pre-emption) saves and exits.
+The method: docs/algorithm.md; what each module holds: the "Code map" of README.md; what survives what: the
+"Reliability" section of README.md.
 """
 
 import datetime
-import json
 import os
 import signal
 import sys
@@ -27,9 +28,9 @@ import torch
 from croc_utils import distributed as du
 from croc_utils.checkpoint import (
     CheckpointError,
+    DiskFullError,
     images_seen,
     network_state,
-    remove_partial_saves,
     restart_from_checkpoint,
     resume_position,
     save_checkpoint,
@@ -37,10 +38,11 @@ from croc_utils.checkpoint import (
 )
 from croc_utils.clustering import ClusteringConfig
 from croc_utils.datasets import UnreadableDataError, build_pretrain_dataset, build_pretrain_loader
-from croc_utils.logging import MetricLogger, TensorboardWriter
-from croc_utils.monitor import CollapseWatch, non_finite_message
+from croc_utils.logging import MetricLogger, TensorboardWriter, append_log_line
+from croc_utils.monitor import CollapseWatch, non_finite_cause, non_finite_message
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
 from croc_utils.parser import parse_args
+from croc_utils.run_dir import OutputDirError, RunDir
 from croc_utils.step import Precision, build_loss, build_networks, forward_step, update_student, update_teacher
 from croc_utils.transforms import CrOCAugmentation
 
@@ -52,7 +54,19 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_croc(args):
+    """Set up the processes, take --output_dir (global rank 0 locks it: one run per folder), train, let it go."""
     device = du.init_distributed_mode(args)
+    stop = {"requested": False}  # SIGTERM (SLURM pre-emption): save where we are and leave
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    try:
+        with RunDir.open(args.output_dir) as run_dir:  # also chooses the checkpoint to resume from
+            return train(args, device, run_dir=run_dir, stop=stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
+    """Data, networks, loss and optimizer, resume, the epoch loop; rank 0 writes the checkpoints and log.txt."""
     du.fix_random_seeds(args.seed + args.rank)
 
     # ============ preparing data ... ============
@@ -65,9 +79,6 @@ def train_croc(args):
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err} ({DEMO_HINT})")
     print("\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
-    if du.is_main_process():
-        with open(os.path.join(args.output_dir, "args.json"), "w") as f:
-            json.dump(vars(args), f, indent=1)
     print(f"Data loaded: {len(dataset)} images, {len(data_loader)} iterations per epoch.")
     precision = Precision.from_args(args, device)
     if args.use_fp16 and args.precision is None and precision.name == "fp32":
@@ -87,19 +98,18 @@ def train_croc(args):
     collapse_watch = CollapseWatch(args.out_dim, args.out_dim_c, warmup_epochs=args.warmup_epochs)
 
     # ============ optionally resume training ... ============
-    if du.is_main_process():  # the temporary files of saves that a kill interrupted (only ours, by name)
-        remove_partial_saves(args.output_dir)
     run_variables = {"epoch": 0, "iteration": 0, "images_seen": None, "args": None}
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
-    if restart_from_checkpoint(ckpt_path, run_variables, student=student, teacher=teacher, optimizer=optimizer,
-                               fp16_scaler=precision.scaler, croc_loss=croc_loss):
-        print(f"Resumed from {ckpt_path} at epoch {run_variables['epoch']}, iteration {run_variables['iteration']}.")
+    resume = run_dir.resume_path  # checkpoint.pth, or the newest readable snapshot when it is missing or unreadable
+    if resume and restart_from_checkpoint(resume, run_variables, loaded=run_dir.take_loaded(), student=student,
+                                          teacher=teacher, optimizer=optimizer, fp16_scaler=precision.scaler,
+                                          croc_loss=croc_loss):
+        print(f"Resumed from {resume} at epoch {run_variables['epoch']}, iteration {run_variables['iteration']}.")
     images_per_step = args.batch_size_per_gpu * args.world_size
     start_epoch, start_iter = resume_position(run_variables, images_per_step=images_per_step,
                                               steps_per_epoch=len(data_loader))
+    run_dir.accept(args, start_epoch)  # only now: args.json, log.txt cut back to start_epoch
 
-    stop = {"requested": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     tb = TensorboardWriter(args.output_dir if args.tensorboard and du.is_main_process() else None)
 
     def checkpoint(epoch: int, iteration: int = 0) -> dict:
@@ -130,21 +140,19 @@ def train_croc(args):
         if du.is_main_process():
             if stopped_at is not None:  # SIGTERM: save where we are and leave
                 save_checkpoint(checkpoint(epoch, stopped_at), ckpt_path)
-            else:
+            else:  # the log line first: a resume cuts the lines of epochs that its checkpoint has not seen
+                if stats:  # empty when the epoch ran no step: no line that would read as if it trained
+                    append_log_line(os.path.join(args.output_dir, "log.txt"),
+                                    {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
+                    tb.scalars(stats, epoch)
                 state = checkpoint(epoch + 1)
                 save_checkpoint(state, ckpt_path)
                 if args.saveckp_freq and (epoch + 1) % args.saveckp_freq == 0:
                     save_checkpoint(state, os.path.join(args.output_dir, f"checkpoint{epoch:04}.pth"))
-                if stats:  # empty when the epoch ran no step: no line that would read as if it trained
-                    log_stats = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
-                    with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
-                        f.write(json.dumps(log_stats) + "\n")
-                    tb.scalars(stats, epoch)
         if stopped_at is not None:
             print(f"SIGTERM received: saved {ckpt_path} at epoch {epoch}, iteration {stopped_at}; exiting.")
             break
     print(f"Training time {datetime.timedelta(seconds=int(time.time() - start_time))}")
-    signal.signal(signal.SIGTERM, previous_handler)
     tb.close()
     du.cleanup()
     return student_without_ddp, teacher
@@ -166,11 +174,11 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
         schedules.apply(optimizer, it)
         out = forward_step(batch, student, teacher, croc_loss, epoch, cluster_cfg=cluster_cfg, alpha_s=args.alpha_s,
                            precision=precision, device=device)
-        healthy, stop_requested = du.step_status(out.healthy, stop["requested"])
-        if not healthy:
-            raise NonFiniteLoss(f"loss is {out.loss.item()} or the teacher's output is not finite, at iteration "
-                                f"{it_in_epoch}")
-        if stop_requested:
+        status = du.step_status(out.healthy, stop["requested"])  # which ranks, if any, are not finite
+        if status.unhealthy_ranks:
+            raise NonFiniteLoss(non_finite_cause(out.loss.item(), status.unhealthy_ranks, rank=args.rank,
+                                                 world_size=args.world_size, iteration=it_in_epoch))
+        if status.stop_requested:
             return logger.summary(), it_in_epoch
         update_student(out.loss, student, optimizer, epoch, precision=precision, clip_grad=args.clip_grad,
                        freeze_last_layer=args.freeze_last_layer)
@@ -192,10 +200,16 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
     return stats, None
 
 
-if __name__ == "__main__":
+def main(argv=None) -> None:
+    """The command line. A refused start, a bad checkpoint or a full disk ends in one line and exit status 1."""
+    args = parse_args(argv)
     try:
-        args = parse_args()
-        os.makedirs(args.output_dir, exist_ok=True)
         train_croc(args)
-    except (CheckpointError, UnreadableDataError) as err:
-        sys.exit(f"error: {err}")
+    except (CheckpointError, UnreadableDataError, OutputDirError, DiskFullError) as err:
+        if not getattr(err, "from_rank0", False):  # rank 0's refusal, shared with every rank: rank 0 says it
+            sys.stderr.write(f"error: {err}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -101,8 +101,8 @@ class Trainer:
     def step(self, batch: dict) -> None:
         out = forward_step(batch, self.student, self.teacher, self.croc_loss, 1, cluster_cfg=self.cluster_cfg,
                            alpha_s=self.args.alpha_s, precision=self.precision, device=self.device)
-        healthy, _ = du.step_status(out.healthy, False)  # the step's one host sync, as in training
-        assert healthy, "non-finite loss in the benchmark"
+        status = du.step_status(out.healthy, False)  # the step's one host sync, as in training
+        assert not status.unhealthy_ranks, "non-finite loss in the benchmark"
         update_student(out.loss, self.student, self.optimizer, 1, precision=self.precision, clip_grad=3.0,
                        freeze_last_layer=0)
         update_teacher(self.teacher, self.student, 0.996)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from croc_utils.logging import read_log as read_training_log
 from croc_utils.synthetic import SyntheticScenes
 from eval.dense_probe import ProbeConfig, evaluate_backbone, evaluate_features, synthetic_probe_data
 from eval.features import default_device, load_backbone
@@ -222,9 +223,9 @@ def _wait(name: str, procs: dict, info: dict) -> None:
 
 
 def read_log(run_dir: Path) -> list[dict]:
-    """Per-epoch training statistics of a run (log.txt; a torn line is skipped and reported)."""
+    """Per-epoch training statistics (log.txt: teacher entropy, KL, mean k, losses; torn lines skipped)."""
     path = run_dir / "log.txt"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_training_log(str(path)) if path.exists() else []
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

@@ -10,21 +10,24 @@ read ours and we read theirs.
 
 import argparse
 import codecs
+import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
 import zipfile
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
 
 from croc_utils.optim import optimizer_name
 
-TEMP_MARKER = ".croc-partial-"  # temp files of save_checkpoint: <target>.croc-partial-<8 random chars>.tmp
-_TEMP_NAME = re.compile(r"^.+" + re.escape(TEMP_MARKER) + r"[a-z0-9_]{8}\.tmp$")  # mkstemp's 8 characters
+TEMP_MARKER = ".croc-partial-"  # temp files of atomic_write: <target>.croc-partial-<8 random chars>.tmp
+RUN_FILES = r"checkpoint(?:\d{4,})?\.pth|args\.json"  # the files main_croc.py writes through atomic_write
+_TEMP_NAME = re.compile(rf"^(?:{RUN_FILES}){re.escape(TEMP_MARKER)}[a-z0-9_]{{8}}\.tmp$")  # mkstemp's 8 characters
 NEW_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
 OLD_WN = (".weight_g", ".weight_v")
 SAFE_GLOBALS = [argparse.Namespace]
@@ -32,6 +35,17 @@ SAFE_GLOBALS = [argparse.Namespace]
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message is one line naming the file."""
+
+
+class DiskFullError(OSError):
+    """A write that failed for want of space (or quota); the message is one line naming the file, the free space
+    and about how much was needed."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def to_released_names(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
@@ -67,11 +81,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(obj: dict, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then atomically replace ``path``.
+    """torch.save ``obj`` to ``path`` atomically (see ``atomic_write``); a full disk raises DiskFullError."""
+    atomic_write(path, lambda f: torch.save(obj, f), size=state_nbytes(obj))
+
+
+def atomic_write(path: str, write: Callable, *, size: int) -> None:
+    """``write(f)`` into a temporary file in the same folder, fsync, then atomically replace ``path``.
 
     A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``. A kill
     (SIGKILL, pre-emption) during the write leaves the temporary file, ``<name>.croc-partial-XXXXXXXX.tmp``, which
-    ``remove_partial_saves`` recognises by that name and deletes at the next start.
+    ``remove_partial_saves`` recognises by that name and deletes at the next start. Any failure removes the
+    temporary file; a full disk or quota (ENOSPC / EDQUOT, or the RuntimeError torch raises when its write fails)
+    becomes a DiskFullError naming the folder, its free space and ``size``, the bytes about needed.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -80,13 +101,69 @@ def save_checkpoint(obj: dict, path: str) -> None:
         # mkstemp creates the file readable by its owner only; give it the mode any other new file would get
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if is_out_of_space(err):
+            raise DiskFullError(out_of_space_message(path, size, err, intact=os.path.exists(path))) from err
+        raise
+
+
+def state_nbytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size of its file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, Mapping):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
+
+
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")  # what torch.save raises when its writes fail
+
+
+def is_out_of_space(err: BaseException) -> bool:
+    """True when ``err`` or an exception it arose from is ENOSPC / EDQUOT or torch's failed-write RuntimeError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(err, RuntimeError) and any(text in str(err) for text in _TORCH_WRITE_FAILED):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def out_of_space_message(path: str, size: int, err: BaseException, intact: bool = False) -> str:
+    """One line: which file, which folder, how much is free there and about how much the write needed (``intact``:
+    an atomic write, whose previous file is untouched)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = _size(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "unknown"
+    quota = " or the disk quota is exceeded" if _errno_in_chain(err) == errno.EDQUOT else ""
+    kept = f"; the previous {os.path.basename(path)} is intact" if intact else ""
+    return (f"no space left to write {path}{quota}: {free} free in {folder}, the file needs about {_size(size)}{kept}"
+            "; free some space (or choose another --output_dir) and rerun the same command to resume")
+
+
+def _errno_in_chain(err: Optional[BaseException]) -> Optional[int]:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err.errno
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _umask() -> int:
@@ -97,19 +174,23 @@ def _umask() -> int:
 
 
 def is_partial_save(folder: str, name: str) -> bool:
-    """True for a temporary file that ``save_checkpoint`` writes (a regular file, not a link, named
-    ``<target>.croc-partial-XXXXXXXX.tmp`` with mkstemp's 8 characters [a-z0-9_])."""
+    """True for a temporary file that ``atomic_write`` makes for a file of a training run: a regular file, not a
+    link, named ``<target>.croc-partial-XXXXXXXX.tmp`` with mkstemp's 8 characters [a-z0-9_], where ``<target>`` is
+    a name main_croc.py writes that way (``RUN_FILES``: checkpoint.pth, checkpointNNNN.pth, args.json). Any other
+    name, e.g. ``mynotes.croc-partial-12345678.tmp`` or ``log.txt.croc-partial-...`` (log.txt is appended to, never
+    written through a temporary file), is not ours."""
     path = os.path.join(folder, name)
     return bool(_TEMP_NAME.match(name)) and os.path.isfile(path) and not os.path.islink(path)
 
 
-def remove_partial_saves(folder: str) -> list[str]:
-    """Delete the temporary files that an interrupted ``save_checkpoint`` left in ``folder`` (not its subfolders).
+def remove_partial_saves(folder: str, older_than: Optional[float] = None) -> list[str]:
+    """Delete the temporary files that an interrupted save of a training run left in ``folder`` (not subfolders).
 
-    Only names made by ``save_checkpoint`` are touched (see ``is_partial_save``); anything else, including
-    similar-looking user files, stays. Call it from the main process at start-up, before resuming, while no save of
-    this run is under way. Prints one line naming what was removed (nothing when there was nothing). Returns the
-    removed names.
+    Only names made by ``atomic_write`` for a run's files are touched (see ``is_partial_save``); anything else,
+    including similar-looking user files, stays. Call it from the process that holds the folder's lock
+    (croc_utils.run_dir), at start-up, before resuming; ``older_than`` (a modification time, e.g. the lock's) spares
+    a file written since, which can only belong to a live writer. Prints one line naming what was removed (nothing
+    when there was nothing). Returns the removed names.
     """
     if not os.path.isdir(folder):
         return []
@@ -117,13 +198,15 @@ def remove_partial_saves(folder: str) -> list[str]:
     for name in sorted(os.listdir(folder)):
         if is_partial_save(folder, name):
             path = os.path.join(folder, name)
-            size = os.path.getsize(path)
             try:
+                stat = os.stat(path)
+                if older_than is not None and stat.st_mtime >= older_than:
+                    continue
                 os.remove(path)
             except FileNotFoundError:  # gone meanwhile
                 continue
             removed.append(name)
-            freed += size
+            freed += stat.st_size
     if removed:
         print(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save in {folder} "
               f"({freed / 2**20:.1f} MiB): {', '.join(removed)}")
@@ -220,16 +303,18 @@ def load_network_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
 OPTIONAL_ENTRIES = ("fp16_scaler",)  # a run resumed in fp16 from a fp32/bf16 checkpoint starts a fresh scaler
 
 
-def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, **objects) -> bool:
+def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, *, loaded: Optional[Mapping] = None,
+                            **objects) -> bool:
     """Restore ``objects`` (by checkpoint key) and ``run_variables`` from ``path``, DINO style.
 
     Networks (``student``, ``teacher``) load strictly through the released-name conversion, the optimizer through
     ``load_optimizer_state``; other objects with a ``load_state_dict`` (scaler, loss) load their entry. Returns False
-    when ``path`` does not exist.
+    when ``path`` does not exist. ``loaded``: the checkpoint already read from ``path`` (croc_utils.run_dir reads it to
+    choose it), not read again.
     """
-    if not os.path.isfile(path):
+    if loaded is None and not os.path.isfile(path):
         return False
-    ckpt = load_checkpoint(path)
+    ckpt = loaded if loaded is not None else load_checkpoint(path)
     for key, obj in objects.items():
         if obj is None or (key in OPTIONAL_ENTRIES and key not in ckpt):
             continue

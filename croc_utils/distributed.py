@@ -8,7 +8,7 @@ import builtins
 import datetime
 import os
 import random
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -68,8 +68,11 @@ def init_distributed_mode(args) -> torch.device:
         if url == "env://" and "MASTER_ADDR" not in os.environ:
             raise RuntimeError("--dist_url env:// needs MASTER_ADDR/MASTER_PORT (set by torchrun); under SLURM set "
                                "them or pass --dist_url tcp://HOST:PORT")
+        # a stalled rank (stopped, hung I/O) blocks every other rank in the next collective for this long; after
+        # it NCCL/gloo raise and the job ends
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=url,
-                                world_size=world_size, rank=rank, timeout=datetime.timedelta(minutes=30))
+                                world_size=world_size, rank=rank,
+                                timeout=datetime.timedelta(minutes=args.dist_timeout))
         dist.barrier()
     setup_for_distributed(rank == 0)
     return device
@@ -100,19 +103,39 @@ def local_rank() -> int:
     return env[2] if env else 0
 
 
-def step_status(healthy: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
-    """(every process healthy, any process asked to stop): the training step's one host sync.
+class StepStatus(NamedTuple):
+    """What every process learns at the step's one host sync."""
+
+    unhealthy_ranks: list  # the ranks whose loss or teacher output was not finite (empty: all healthy)
+    stop_requested: bool  # some process received SIGTERM
+
+
+def step_status(healthy: torch.Tensor, stop_requested: bool) -> StepStatus:
+    """Every process's health and stop request: the training step's one host sync.
 
     Args:
         healthy: 0-d bool tensor on the training device (loss and teacher output finite on this process).
         stop_requested: this process received SIGTERM.
-    Reduced over all processes in one collective, so every rank stops or fails together.
+    One collective over a (world_size + 1,) vector: slot r holds rank r's "not finite" flag (so every rank learns
+    which ranks failed), the last slot the stop request. Every rank then stops or fails together.
     """
-    flags = torch.stack([~healthy, healthy.new_tensor(stop_requested)]).float()
+    world_size, rank = get_world_size(), get_rank()
+    flags = torch.zeros(world_size + 1, device=healthy.device)
+    flags[rank] = (~healthy).float()
+    flags[world_size] = float(stop_requested)
     if is_dist():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    unhealthy, stop = flags.tolist()
-    return not unhealthy, bool(stop)
+    values = flags.tolist()
+    return StepStatus([r for r in range(world_size) if values[r]], bool(values[world_size]))
+
+
+def broadcast_from_main(obj):
+    """Rank 0's ``obj`` on every rank (a start-up decision taken once, e.g. which checkpoint to resume from)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def cleanup() -> None:

@@ -1,11 +1,18 @@
-"""Console and file logging of training metrics: a line every ``log_freq`` iterations, epoch means, TensorBoard."""
+"""Console and file logging of training metrics: a line every ``log_freq`` iterations, epoch means, TensorBoard,
+and log.txt (one JSON line per epoch): written a whole line at a time, read back skipping a torn line."""
 
 import datetime
+import errno
+import json
+import os
+import sys
 import time
 from collections import defaultdict
 from typing import Optional
 
 import torch
+
+from croc_utils.checkpoint import DiskFullError, is_out_of_space, out_of_space_message
 
 CONSOLE_KEYS = ("loss", "d_loss", "s_loss", "mean_k", "lr")
 
@@ -89,3 +96,99 @@ class TensorboardWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+# ===== log.txt: one JSON line per epoch =====
+
+def append_log_line(path: str, record: dict) -> None:
+    """Append ``record`` to ``path`` as one JSON line, whole: one ``os.write`` with O_APPEND, then fsync.
+
+    A write that fails part-way (a full disk) is cut back off, so the file never ends in a torn line of ours; a
+    file that already does (written by something else) gets a newline first. A full disk raises DiskFullError.
+    """
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    size = os.fstat(fd).st_size
+    try:
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write")
+        os.fsync(fd)
+    except OSError as err:
+        os.ftruncate(fd, size)
+        if is_out_of_space(err):
+            raise DiskFullError(out_of_space_message(path, len(data), err)) from err
+        raise
+    finally:
+        os.close(fd)
+
+
+def _epoch_record(line: bytes) -> Optional[dict]:
+    """The record of one log.txt line, or None for a line that is not a complete JSON object with an int epoch."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # torn (a kill or full disk mid-line), or not text
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
+
+
+def read_log(path: str) -> list[dict]:
+    """Epoch records of a log.txt, sorted by epoch; a repeated epoch (a rerun) keeps its last line.
+
+    A line that is not a complete epoch record (torn by a kill or a full disk, edited) is skipped and reported in
+    one warning line on stderr, so the complete epochs are still read. FileNotFoundError when there is no file;
+    ValueError when no line at all is readable.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (give the --output_dir of a training run)")
+    by_epoch, skipped = {}, []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            record = _epoch_record(line)
+            if record is None:
+                skipped.append(number)
+            else:
+                by_epoch[record["epoch"]] = record
+    if skipped and not by_epoch:
+        raise ValueError(f"{path}: no readable epoch line ({_lines(skipped)} not a JSON epoch record)")
+    if skipped:
+        print(f"warning: {path}: skipped {_lines(skipped)}, not a complete JSON epoch record (torn by an "
+              f"interrupted write?); read the other {len(by_epoch)} epochs", file=sys.stderr)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    return f"line {shown}" if len(numbers) == 1 else f"{len(numbers)} lines ({shown})"
+
+
+def trim_log(path: str, start_epoch: int) -> Optional[str]:
+    """Make log.txt end where a resumed run starts: cut a torn last line (no newline: an interrupted write) and the
+    last lines of epochs >= ``start_epoch`` (the resumed run logs them again), by truncating the file in place (one
+    call, no temporary file). Returns a one-line notice of what was cut, None when nothing was."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    end = sum(len(line) for line in lines)
+    torn = bool(lines) and not lines[-1].endswith(b"\n")
+    if torn:
+        end -= len(lines.pop())
+    redone = []
+    while lines:
+        record = _epoch_record(lines[-1])
+        if lines[-1].strip() and (record is None or record["epoch"] < start_epoch):
+            break
+        end -= len(lines.pop())
+        if record is not None:
+            redone.append(record["epoch"])
+    if not torn and not redone:
+        return None
+    os.truncate(path, end)
+    cut = ["a torn last line (an interrupted write)"] if torn else []
+    if redone:
+        cut.append(f"the lines of epoch(s) {', '.join(map(str, sorted(redone)))}, which this run logs again")
+    return f"Notice: {path}: cut {' and '.join(cut)}."

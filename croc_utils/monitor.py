@@ -95,6 +95,14 @@ class CollapseWatch:
                 f"log.txt records '{key}' every epoch.")
 
 
+def non_finite_cause(loss: float, ranks: list[int], *, rank: int, world_size: int, iteration: int) -> str:
+    """What was not finite and where: the ranks that reported it (every rank learns them at the step sync)."""
+    if world_size == 1 and ranks == [rank]:
+        return f"loss is {loss} or the teacher's output is not finite, at iteration {iteration}"
+    return (f"the loss or the teacher's output is not finite on rank{'s' if len(ranks) > 1 else ''} "
+            f"{', '.join(map(str, ranks))} of {world_size} (loss on rank {rank}: {loss}), at iteration {iteration}")
+
+
 def non_finite_message(err: Exception, epoch: int, ckpt_path: str, fp16: bool) -> str:
     """The one-line error printed when training stops on a non-finite loss (with a resume hint under fp16)."""
     line = f"error: {err} in epoch {epoch}; stopping, the last good checkpoint {ckpt_path} is left intact."

@@ -185,6 +185,9 @@ def _misc_args(p: argparse.ArgumentParser) -> None:
                    help="Also keep checkpoint{epoch:04}.pth every this many epochs (0 disables). Default: 50.")
     p.add_argument("--seed", default=0, type=int, help="Random seed. Default: 0.")
     p.add_argument("--dist_url", default="env://", type=str, help="torch.distributed init URL. Default: env://.")
+    p.add_argument("--dist_timeout", default=30.0, type=float,
+                   help="[new] Minutes a process waits in a collective for the others before NCCL/gloo raise and "
+                        "the job ends (a stalled rank hangs the whole job this long). Default: 30.")
     p.add_argument("--local_rank", "--local-rank", default=0, type=int,
                    help="Set by torch.distributed.launch; do not set it yourself.")
     p.add_argument("--device", default="auto", type=str,
@@ -212,7 +215,7 @@ AT_LEAST = {
     "lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0, "weight_decay_end": 0.0, "clip_grad": 0.0, "alpha_s": 0.0,
 }
 POSITIVE = ("warmup_teacher_temp", "teacher_temp", "warmup_teacher_temp_c", "teacher_temp_c", "student_temp_c",
-            "student_temp")
+            "student_temp", "dist_timeout")
 UNIT_INTERVAL = {"momentum_teacher": True, "drop_path_rate": False}  # [0, 1] or [0, 1)
 
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 
+from croc_utils.logging import read_log
 from croc_utils.monitor import ENTROPY_REL_TOL, KL_MAX
 from eval.features import run_cli
 
@@ -41,27 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", help="A training --output_dir (holding log.txt and args.json).")
     parser.add_argument("--output", default="", help="Figure path. Default: OUTPUT_DIR/curves.png.")
     return parser
-
-
-def read_log(path: str) -> list[dict]:
-    """Epoch records of a log.txt, sorted by epoch (a repeated epoch, from a rerun, keeps its last line)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (give the --output_dir of a training run)")
-    by_epoch = {}
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not a JSON line ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError(f"{path}:{number}: not an epoch record (a JSON object with an integer 'epoch')")
-            by_epoch[record["epoch"]] = record
-    if not by_epoch:
-        raise ValueError(f"{path}: no epoch line yet")
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def read_sizes(path: str) -> dict:
@@ -127,7 +107,10 @@ def _draw_uniform_level(ax, out_dim: int, flagged: list) -> None:
 
 
 def main(args: argparse.Namespace) -> str:
-    records = read_log(os.path.join(args.output_dir, "log.txt"))
+    log = os.path.join(args.output_dir, "log.txt")
+    records = read_log(log)  # a torn line (interrupted write) is skipped with a warning
+    if not records:
+        raise ValueError(f"{log}: no epoch line yet")
     sizes = read_sizes(os.path.join(args.output_dir, "args.json"))
     output = args.output or os.path.join(args.output_dir, "curves.png")
     run_name = os.path.basename(os.path.normpath(args.output_dir))

@@ -1,9 +1,12 @@
 import argparse
+import errno
 import json
 import os
 import pickle
+import shutil
 import stat
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +15,9 @@ from torch import nn
 
 from croc_utils.checkpoint import (
     CheckpointError,
+    DiskFullError,
+    atomic_write,
+    is_out_of_space,
     load_checkpoint,
     load_pretrained_backbone,
     network_state,
@@ -173,6 +179,62 @@ def test_atomic_save_keeps_previous_file_when_interrupted(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def full_disk_after(n_bytes, error):
+    """A torch.save that writes ``n_bytes`` of the file, then fails the way a full disk makes it fail."""
+
+    def save(obj, f):
+        f.write(b"PK\x03\x04" + bytes(n_bytes))
+        raise error
+
+    return save
+
+
+def torch_write_failure():
+    """What torch.save really raises on a full disk: its RuntimeError, during the handling of the OSError."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        try:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 132557056 vs 132556948")
+        except RuntimeError as err:
+            return err
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), torch_write_failure(),
+                                   OSError(errno.EDQUOT, "Disk quota exceeded")], ids=["ENOSPC", "torch", "quota"])
+def test_full_disk_keeps_the_previous_file_and_says_where_and_how_much(tmp_path, monkeypatch, error):
+    path = str(tmp_path / "checkpoint.pth")
+    save_checkpoint({"epoch": 1}, path)
+    state = {"epoch": 2, "teacher": {"w": torch.zeros(256, 1024)}}  # 1 MiB of tensors
+    monkeypatch.setattr(torch, "save", full_disk_after(1 << 19, error))
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: asked.append(folder) or SimpleNamespace(free=300 << 10))
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(state, path)
+    monkeypatch.undo()
+    message = str(err.value)
+    quota = " or the disk quota is exceeded" if getattr(error, "errno", None) == errno.EDQUOT else ""
+    assert message == (f"no space left to write {path}{quota}: 0.3 MiB free in {tmp_path}, the file needs about "
+                       "1.0 MiB; the previous checkpoint.pth is intact; free some space (or choose another "
+                       "--output_dir) and rerun the same command to resume")
+    assert asked == [str(tmp_path)]
+    assert err.value.errno == errno.ENOSPC
+    assert load_checkpoint(path)["epoch"] == 1 and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "save", full_disk_after(10, PermissionError(errno.EACCES, "Permission denied")))
+    with pytest.raises(PermissionError):
+        save_checkpoint({"epoch": 2}, str(tmp_path / "checkpoint.pth"))
+    assert os.listdir(tmp_path) == []
+    assert not is_out_of_space(RuntimeError("CUDA out of memory")) and is_out_of_space(torch_write_failure())
+
+
+def test_atomic_write_of_text(tmp_path):
+    atomic_write(str(tmp_path / "args.json"), lambda f: f.write(b"{}"), size=2)
+    assert (tmp_path / "args.json").read_text() == "{}" and os.listdir(tmp_path) == ["args.json"]
 
 
 def test_bare_backbone_and_missing_key(tmp_path):

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from croc_utils.monitor import CollapseWatch, non_finite_message
+from croc_utils.monitor import CollapseWatch, non_finite_cause, non_finite_message
 from croc_utils.parser import parse_args
 from main_croc import train_croc
 from tests.test_train import SMALL
@@ -95,6 +95,15 @@ def test_non_finite_message_points_to_bf16_or_fp32_only_under_fp16():
     assert "\n" not in line and line.startswith("error: loss is nan")
     assert "--precision bf16" in line and "--use_fp16 false" in line and "out/checkpoint.pth" in line
     assert "--precision" not in non_finite_message(err, 3, "out/checkpoint.pth", fp16=False)
+
+
+def test_non_finite_cause_names_the_ranks_that_reported_it():
+    single = non_finite_cause(float("nan"), [0], rank=0, world_size=1, iteration=4)
+    assert single == "loss is nan or the teacher's output is not finite, at iteration 4"
+    other = non_finite_cause(7.25, [1], rank=0, world_size=2, iteration=4)
+    assert other == ("the loss or the teacher's output is not finite on rank 1 of 2 (loss on rank 0: 7.25), at "
+                     "iteration 4")
+    assert "on ranks 0, 3 of 4" in non_finite_cause(float("inf"), [0, 3], rank=0, world_size=4, iteration=0)
 
 
 def run_tiny(tmp_path, name, *extra):

@@ -79,6 +79,8 @@ def test_launcher_and_aliases():
     (["--jitter_p", "-1"], "--jitter_p"),
     (["--hue_jitter", "0.6"], "--hue_jitter"),
     (["--head_hidden_dim", "0"], "--head_hidden_dim"),
+    (["--dist_timeout", "0"], "--dist_timeout"),
+    (["--dist_timeout", "nan"], "--dist_timeout"),
 ])
 def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     with pytest.raises(SystemExit) as err:
@@ -86,6 +88,10 @@ def test_impossible_values_are_refused_in_one_line(argv, flag, capsys):
     assert err.value.code == 2
     message = capsys.readouterr().err.strip()
     assert flag in message and "\n" not in message
+
+
+def test_dist_timeout_is_minutes_default_30():
+    assert parse_args([]).dist_timeout == 30 and parse_args(["--dist_timeout", "0.5"]).dist_timeout == 0.5
 
 
 def test_help_mentions_true_defaults():

@@ -31,6 +31,9 @@ LOOK_ALIKES = [  # a user's files and folders whose names resemble ours: none ma
     "checkpoint.pth.croc-partial-ABCD1234.tmp",  # mkstemp never writes capitals
     "checkpoint.pth.croc-partial-abcd1234.tmp.bak",
     "croc-partial-abcd1234.tmp",  # no target name
+    "mynotes.croc-partial-12345678.tmp",  # a target the saver never writes (issue 17)
+    "log.txt.croc-partial-zzzzzzzz.tmp",  # log.txt is appended to, never written through a temporary file
+    "head_best.pth.croc-partial-abcd1234.tmp",  # the linear probe's saves are not a training run's files
     "notes.txt",
 ]
 
@@ -75,6 +78,21 @@ def test_killed_save_leaves_a_temp_that_the_next_start_removes_then_resumes(tmp_
     assert open(os.path.join(out, "checkpoint.pth.croc-partial-ABCD1234.tmp")).read() == "user data"
     assert load_checkpoint(ckpt)["epoch"] == 2
     assert not [n for n in os.listdir(out) if is_partial_save(out, n)]
+
+
+def test_only_the_temp_files_of_a_runs_files_and_older_than_the_lock_go(tmp_path, capsys):
+    ours = ["checkpoint.pth.croc-partial-ab_d1234.tmp", "checkpoint0007.pth.croc-partial-abcd1234.tmp",
+            "checkpoint12345.pth.croc-partial-abcd1234.tmp", "args.json.croc-partial-abcd1234.tmp"]
+    for name in ours + ["checkpoint.pth.croc-partial-live1234.tmp"]:
+        (tmp_path / name).write_text("partial")
+    make_look_alikes(str(tmp_path))
+    lock_time = os.stat(tmp_path / "notes.txt").st_mtime + 10
+    os.utime(tmp_path / "checkpoint.pth.croc-partial-live1234.tmp", (lock_time + 1, lock_time + 1))  # being written
+    assert remove_partial_saves(str(tmp_path), older_than=lock_time) == sorted(ours)
+    assert "Removed 4 temporary file(s)" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted(LOOK_ALIKES + ["checkpoint.pth.croc-partial-live1234.tmp", "sub",
+                                                                 "dir.croc-partial-abcd1234.tmp",
+                                                                 "link.croc-partial-abcd1234.tmp"])
 
 
 def test_nothing_to_remove_prints_nothing(tmp_path, capsys):

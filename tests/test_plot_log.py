@@ -68,11 +68,24 @@ def test_rerun_epochs_keep_the_last_line_and_old_logs_still_draw(tmp_path):
     assert any(t.get_text() == "not in this log" for t in fig.axes[1].texts)
 
 
+def test_a_torn_last_line_is_skipped_with_one_warning_and_the_complete_epochs_drawn(tmp_path, capsys):
+    """What a full disk or a kill during a log write leaves: the complete epochs are still drawn (issue 17)."""
+    logged = fabricate(tmp_path, n=3)
+    with open(tmp_path / "log.txt", "a") as f:
+        f.write('{"train_loss": 6.0, "train_d_loss": 3')  # epoch 3, cut mid-line
+    capsys.readouterr()
+    main(get_args_parser().parse_args([str(tmp_path)]))
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"warning: {tmp_path / 'log.txt'}: skipped line 4"), err
+    assert "wrote" in out and "(3 epochs" in out
+    fig = draw_curves(read_log(str(tmp_path / "log.txt")), {})
+    assert lines_of(fig.axes[0])["total"] == ([0, 1, 2], [r["train_loss"] for r in logged])
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "log.txt: no such file"),
     ("", "log.txt: no epoch line yet"),
-    ('{"train_loss": 1, "epoch": 0}\n{"train_loss": 1, "ep', "log.txt:2: not a JSON line"),
-    ('[1, 2]\n', "log.txt:1: not an epoch record"),
+    ('[1, 2]\n{"train_loss": 1, "ep', "log.txt: no readable epoch line (2 lines (1, 2) not a JSON epoch record)"),
 ])
 def test_missing_or_garbled_log_is_one_line(tmp_path, capsys, content, message):
     if content is not None:

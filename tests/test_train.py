@@ -4,14 +4,17 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 import main_croc
 from croc_utils.checkpoint import load_checkpoint, save_checkpoint
+from croc_utils.distributed import StepStatus
 from croc_utils.optim import cosine_scheduler
 from croc_utils.parser import parse_args
 from main_croc import train_croc
@@ -100,6 +103,17 @@ def test_non_finite_loss_exits_nonzero_and_keeps_checkpoint(tmp_path):
     assert len(message) == 1 and ("loss is nan" in message[0] or "not finite" in message[0]), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert open(os.path.join(out, "checkpoint.pth"), "rb").read() == before
+    assert not os.path.exists(os.path.join(out, "croc.lock"))  # released on the error exit
+
+
+def test_non_finite_on_another_rank_is_named_in_the_stop_line(tmp_path, monkeypatch, capsys):
+    """Issue 17.13: rank 0's line printed its own (finite) loss and did not say that rank 1 reported the NaN."""
+    monkeypatch.setattr(main_croc.du, "step_status", lambda healthy, stop: StepStatus([1], False))
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, "nan_elsewhere", "--epochs", "1", "--saveckp_freq", "0")
+    assert exit_info.value.code == 1
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the loss or the teacher's output is not finite on rank 1 of 1 (loss on rank 0: ")
 
 
 def test_missing_dataset_is_one_line_pointing_at_the_demo(tmp_path):
@@ -125,6 +139,7 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     assert "SIGTERM received" in rest
     ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
     assert ckpt["epoch"] == 0 and 3 <= ckpt["iteration"] < 32
+    assert not os.path.exists(os.path.join(out, "croc.lock"))  # released when SIGTERM ended the run
     proc = subprocess.run(cmd + ["--epochs", "1"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -152,6 +167,36 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert len(open(os.path.join(out, "log.txt")).readlines()) == 1
     assert json.load(open(os.path.join(out, "args.json")))["world_size"] == 2
     assert time.time() - start < 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_sharing_one_output_dir_train_and_resume(tmp_path):
+    """Two ``torchrun --nnodes 2`` on this machine (one process each, gloo) and one --output_dir, as on a cluster
+    whose nodes share a file system: only global rank 0 locks the folder and writes; both ranks resume from the
+    checkpoint it chose (here one written by a one-process run) and train the next epoch."""
+    out = run(tmp_path, "shared", "--epochs", "1", "--saveckp_freq", "0", "--global_crops_size", "32",
+              "--synthetic_size", "64", "--batch_size_per_gpu", "2")
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
+                               str(node), "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port",
+                               str(port), "main_croc.py", *SMALL, "--output_dir", out, "--epochs", "2",
+                               "--saveckp_freq", "0", "--global_crops_size", "32", "--synthetic_size", "64",
+                               "--batch_size_per_gpu", "2"],
+                              cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for node in (0, 1)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert f"Resumed from {out}/checkpoint.pth at epoch 1, iteration 0." in logs[0]
+    assert "Epoch [1/2] [1/1]" in logs[0]  # 4 images, 2 per process: one step of both ranks
+    assert json.load(open(os.path.join(out, "args.json")))["world_size"] == 2
+    assert [json.loads(line)["epoch"] for line in open(os.path.join(out, "log.txt"))] == [0, 1]
+    assert load_checkpoint(os.path.join(out, "checkpoint.pth"))["epoch"] == 2
+    assert sorted(os.listdir(out)) == ["args.json", "checkpoint.pth", "log.txt"]  # no lock left
 
 
 def test_local_crops_and_which_features_last_train(tmp_path):
