@@ -178,7 +178,7 @@ def flag_list(flags: dict) -> list[str]:
 
 def train_command(preset: Preset, run: str, output_dir: Path) -> list[str]:
     flags = {**preset.train, "--device": preset.device, "--output_dir": str(output_dir)}
-    if run in ALPHA_S:
+    if run in ALPHA_S and "--alpha_s" not in preset.train:  # a one-run preset may set it (the dev preset, the sweep)
         flags["--alpha_s"] = ALPHA_S[run]
     return [sys.executable, "main_croc.py", *flag_list(flags), *preset.precision]
 

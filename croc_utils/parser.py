@@ -137,21 +137,19 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
     p.add_argument("--prefetch_factor", default=2, type=int,
                    help="[new] Batches each loader worker prepares ahead. Default: 2.")
-    view1, view2, local = RELEASED_PIPELINES
-    p.add_argument("--blur_p", type=float, nargs=3, default=[view1.blur_p, view2.blur_p, local.blur_p],
-                   metavar=("VIEW1", "VIEW2", "LOCAL"),
-                   help="[new] Gaussian-blur probability of view 1, view 2 and the local crops. Default: 1.0 0.1 0.5 "
+    pipelines = RELEASED_PIPELINES
+    per_view = ("one value for every view, or three: view 1, view 2, local crops")
+    p.add_argument("--blur_p", type=float, nargs="+", default=[pl.blur_p for pl in pipelines], metavar="P",
+                   help=f"[new] Gaussian-blur probability; {per_view}. Default: 1.0 0.1 0.5 (released).")
+    p.add_argument("--solarize_p", type=float, nargs="+", default=[pl.solarize_p for pl in pipelines], metavar="P",
+                   help=f"[new] Solarisation probability; {per_view}. Default: 0 0.2 0 (released).")
+    p.add_argument("--jitter_p", type=float, nargs="+", default=[pl.jitter_p for pl in pipelines], metavar="P",
+                   help=f"[new] Colour-jitter probability; {per_view}. Default: 0.8 (released).")
+    p.add_argument("--grayscale_p", type=float, nargs="+", default=[pl.grayscale_p for pl in pipelines], metavar="P",
+                   help=f"[new] Grayscale probability; {per_view}. Default: 0.2 (released).")
+    p.add_argument("--hue_jitter", type=float, nargs="+", default=[pl.hue for pl in pipelines], metavar="H",
+                   help=f"[new] Largest hue shift of the colour jitter, in [0, 0.5]; {per_view}. Default: 0.1 "
                         "(released).")
-    p.add_argument("--solarize_p", type=float, nargs=3, default=[view1.solarize_p, view2.solarize_p, local.solarize_p],
-                   metavar=("VIEW1", "VIEW2", "LOCAL"),
-                   help="[new] Solarisation probability of view 1, view 2 and the local crops. Default: 0 0.2 0 "
-                        "(released).")
-    p.add_argument("--jitter_p", type=float, default=view1.jitter_p,
-                   help="[new] Colour-jitter probability of every view. Default: 0.8 (released).")
-    p.add_argument("--grayscale_p", type=float, default=view1.grayscale_p,
-                   help="[new] Grayscale probability of every view. Default: 0.2 (released).")
-    p.add_argument("--hue_jitter", type=float, default=view1.hue,
-                   help="[new] Largest hue shift of the colour jitter, in [0, 0.5]. Default: 0.1 (released).")
     p.add_argument("--augment_on", default="cpu", choices=["cpu", "device"],
                    help="[new] Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
                         "released) or device (batched on the training device; the workers do the geometry only). "

@@ -65,21 +65,26 @@ JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))
 BLUR_RADIUS = (0.1, 2.0)
 
 
-def colour_pipelines(*, blur_p, solarize_p, jitter_p: float, grayscale_p: float,
-                     hue: float) -> tuple[ColourPipeline, ColourPipeline, ColourPipeline]:
-    """The (view 1, view 2, local crops) pipelines of the colour flags (``--blur_p`` and ``--solarize_p`` give one
-    probability per view, the others apply to every view). ValueError naming the flag for a value out of range."""
-    for flag, values in (("blur_p", blur_p), ("solarize_p", solarize_p)):
-        if len(values) != 3:
-            raise ValueError(f"--{flag} takes 3 probabilities (view 1, view 2, local crops), got {len(values)}")
-    for flag, value in [("blur_p", v) for v in blur_p] + [("solarize_p", v) for v in solarize_p] + [
-            ("jitter_p", jitter_p), ("grayscale_p", grayscale_p)]:
-        if not 0 <= value <= 1:
-            raise ValueError(f"--{flag} must lie in [0, 1], got {value}")
-    if not 0 <= hue <= 0.5:
-        raise ValueError(f"--hue_jitter must lie in [0, 0.5], got {hue}")
-    return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=jitter_p, grayscale_p=grayscale_p, hue=hue)
-                 for b, s in zip(blur_p, solarize_p))
+COLOUR_FLAGS = ("blur_p", "solarize_p", "jitter_p", "grayscale_p", "hue_jitter")  # each: 1 value, or 3 (per view)
+
+
+def colour_pipelines(**flags) -> tuple[ColourPipeline, ColourPipeline, ColourPipeline]:
+    """The (view 1, view 2, local crops) pipelines of the colour flags ``COLOUR_FLAGS`` (keyword arguments named as
+    the flags). Each flag holds one value for every view or three, one per view (view 1, view 2, local crops).
+    ValueError naming the flag for a wrong count or a value out of range ([0, 1]; [0, 0.5] for --hue_jitter)."""
+    per_view = {}
+    for flag in COLOUR_FLAGS:
+        values = list(flags[flag]) if isinstance(flags[flag], (list, tuple)) else [flags[flag]]
+        if len(values) not in (1, 3):
+            raise ValueError(f"--{flag} takes 1 value (every view) or 3 (view 1, view 2, local crops), got "
+                             f"{len(values)}")
+        high = 0.5 if flag == "hue_jitter" else 1.0
+        for value in values:
+            if not 0 <= value <= high:
+                raise ValueError(f"--{flag} must lie in [0, {high:g}], got {value}")
+        per_view[flag] = values * 3 if len(values) == 1 else values
+    return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=j, grayscale_p=g, hue=h) for b, s, j, g, h in
+                 zip(*(per_view[flag] for flag in COLOUR_FLAGS)))
 
 
 @dataclass(frozen=True)
@@ -277,8 +282,7 @@ class CrOCAugmentation:
         ``--hue_jitter``; a Namespace without the latter gets the release's pipelines)."""
         pipelines = RELEASED_PIPELINES
         if hasattr(args, "blur_p"):
-            pipelines = colour_pipelines(blur_p=args.blur_p, solarize_p=args.solarize_p, jitter_p=args.jitter_p,
-                                         grayscale_p=args.grayscale_p, hue=args.hue_jitter)
+            pipelines = colour_pipelines(**{flag: getattr(args, flag) for flag in COLOUR_FLAGS})
         return cls(args.global_crops_scale, args.global_crops_size, args.patch_size, args.local_crops_number,
                    args.local_crops_scale, args.local_crops_size, pipelines=pipelines,
                    colour_on_device=getattr(args, "augment_on", "cpu") == "device", **kwargs)

@@ -78,6 +78,7 @@ def test_launcher_and_aliases():
     (["--grayscale_p", "1.2"], "--grayscale_p"),
     (["--jitter_p", "-1"], "--jitter_p"),
     (["--hue_jitter", "0.6"], "--hue_jitter"),
+    (["--hue_jitter", "0.1", "0.2"], "--hue_jitter"),
     (["--head_hidden_dim", "0"], "--head_hidden_dim"),
     (["--dist_timeout", "0"], "--dist_timeout"),
     (["--dist_timeout", "nan"], "--dist_timeout"),
@@ -116,6 +117,9 @@ def test_colour_flags_default_to_the_released_pipelines():
                                                  "--grayscale_p", "0.5", "--jitter_p", "1", "--hue_jitter", "0.5"]))
     assert [p.blur_p for p in aug.pipelines] == [0, 0, 0.3] and all(p.solarize_p == 0 for p in aug.pipelines)
     assert all((p.grayscale_p, p.jitter_p, p.hue) == (0.5, 1, 0.5) for p in aug.pipelines)
+    per_view = CrOCAugmentation.from_args(parse_args(["--hue_jitter", "0.1", "0.5", "0.4", "--grayscale_p", "0", "0.5",
+                                                      "0.3"])).pipelines
+    assert [(p.hue, p.grayscale_p) for p in per_view] == [(0.1, 0), (0.5, 0.5), (0.4, 0.3)]
 
 
 def test_clustering_and_crop_defaults_have_one_home():

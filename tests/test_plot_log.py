@@ -15,7 +15,8 @@ def fabricate(folder, n=4, with_args=True):
     lines = []
     for e in range(n):
         lines.append({"train_loss": 9.0 - e, "train_d_loss": 5.0 - e / 2, "train_s_loss": 4.0 - e / 2,
-                      "train_ent": 4.0 + 0.1 * e, "train_kl": 0.8 / (e + 1), "train_ent_c": 3.0 + 0.3 * e,
+                      "train_ent": 4.0 + 0.1 * e, "train_ent_batch": 5.0 + 0.1 * e, "train_kl": 0.8 / (e + 1),
+                      "train_ent_c": 3.0 + 0.3 * e, "train_ent_batch_c": 3.5 + 0.1 * e,
                       "train_kl_c": 0.5 / (e + 1), "train_mean_k": 2.5 + 0.25 * e, "train_lr": 1e-3 * (e + 1),
                       "train_wd": 0.04 + 0.01 * e, "train_img_per_s": 30.0 + e, "train_collapse": 0,
                       "train_collapse_c": int(e == 3), "train_skipped_images": 0, "epoch": e})
@@ -35,7 +36,9 @@ def test_panels_hold_the_logged_values_and_the_uniform_levels(tmp_path):
     loss, ent, ent_c, kl, mean_k, lr, wd, speed = fig.axes
     assert lines_of(loss)["cluster"] == ([0, 1, 2, 3], [4.0, 3.5, 3.0, 2.5])
     assert lines_of(kl)["CLS"][1] == pytest.approx([0.8, 0.4, 0.8 / 3, 0.2])
-    assert lines_of(ent)["entropy"][1] == pytest.approx([4.0, 4.1, 4.2, 4.3])
+    assert lines_of(ent)["per sample"][1] == pytest.approx([4.0, 4.1, 4.2, 4.3])
+    assert lines_of(ent)["of the batch mean"][1] == pytest.approx([5.0, 5.1, 5.2, 5.3])
+    assert lines_of(ent_c)["of the batch mean"][1] == pytest.approx([3.5, 3.6, 3.7, 3.8])
     assert np.allclose(lines_of(ent)["ln(256) = 5.55 (uniform)"][1], math.log(256))
     assert np.allclose(lines_of(ent_c)["ln(64) = 4.16 (uniform)"][1], math.log(64))
     # the 2% band on both entropy panels, and the flagged epoch shaded on its head only

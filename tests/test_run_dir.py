@@ -112,7 +112,7 @@ def test_resume_prefers_checkpoint_pth_then_the_newest_readable_snapshot(tmp_pat
     path, ckpt = choose_resume(folder)
     assert path == os.path.join(folder, "checkpoint0010.pth") and ckpt["epoch"] == 11
     assert capsys.readouterr().out == (
-        f"Notice: {folder}/checkpoint.pth: truncated or not a PyTorch checkpoint (RuntimeError); resuming from "
+        f"Notice: {folder}/checkpoint.pth: truncated or damaged PyTorch checkpoint (RuntimeError); resuming from "
         f"{path}, the newest readable snapshot (epoch 11); skipped unreadable checkpoint0011.pth.\n")
     os.remove(tmp_path / "checkpoint.pth")
     assert choose_resume(folder)[0] == path
