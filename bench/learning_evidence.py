@@ -9,6 +9,7 @@ ViT trained with the patch labels for the same number of images). Writes ``learn
 ``learning_evidence.md`` (also printed) and a figure of probe mIoU vs images seen.
 
     python bench/learning_evidence.py --preset smoke     # CPU, about a minute (tests/test_learning_evidence.py)
+    python bench/learning_evidence.py --preset ci        # one CrOC run, <= 3 min on 2 cores (tests/test_learning.py)
     python bench/learning_evidence.py --preset dev       # one CrOC run, <= 5 min on 2 cores, dev split (recipes)
     python bench/learning_evidence.py --preset cpu       # <= 30 min on an idle 2-core CPU, val split
     python bench/learning_evidence.py --preset gpu       # <= 8 min on one H200: the texture and the shape style
@@ -57,7 +58,7 @@ TEXTURE_RECIPE = {
     "--synthetic_cache": "true", "--arch": "vit_pico", "--patch_size": "8", "--global_crops_size": "48",
     "--local_crops_number": "0", "--local_crops_size": "24",
     "--blur_p": ["0", "0", "0"], "--solarize_p": ["0", "0.2", "0"], "--hue_jitter": "0.5", "--grayscale_p": "0.3",
-    "--head_hidden_dim": "512", "--out_dim": "512", "--out_dim_c": "256",
+    "--head_hidden_dim": "512", "--out_dim": "512", "--out_dim_c": "256", "--norm_last_layer": "false",
     "--teacher_temp": "0.02", "--warmup_teacher_temp": "0.02", "--teacher_temp_c": "0.02",
     "--warmup_teacher_temp_c": "0.02", "--momentum_teacher": "0.99", "--drop_path_rate": "0",
     "--warmup_epochs": "1", "--min_lr": "1e-5", "--batch_size_per_gpu": "32", "--lr": "0.002", "--seed": "0",
@@ -105,7 +106,7 @@ SMOKE_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "32", "--synthetic_si
                "--head_hidden_dim": "64", "--out_dim": "64", "--out_dim_c": "32", "--batch_size_per_gpu": "8",
                "--epochs": "2", "--warmup_epochs": "0", "--lr": "0.05", "--momentum_teacher": "0.9",
                "--saveckp_freq": "1", "--num_workers": "0", "--log_freq": "1"}
-DEV_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "2048", "--epochs": "10", "--saveckp_freq": "5",
+DEV_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "2048", "--epochs": "5", "--saveckp_freq": "5",
              "--num_workers": "0"}
 CPU_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "4096", "--epochs": "20", "--saveckp_freq": "4",
              "--num_workers": "0"}
@@ -114,6 +115,8 @@ GPU_TEXTURE_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "16384", "--bat
                      "--num_workers": "14"}
 GPU_SHAPE_TRAIN = {**SHAPE_RECIPE, "--synthetic_num_images": "8192", "--batch_size_per_gpu": "128", "--epochs": "24",
                    "--lr": "0.004", "--saveckp_freq": "6", "--num_workers": "14"}
+CI_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "1024", "--epochs": "6", "--saveckp_freq": "6",
+            "--num_workers": "0"}
 CPU_PROBE = ProbeConfig(n_train=300, seeds=(0, 1, 2), max_iter=300, n_clusters=(0, 100))
 
 PRESETS = {
@@ -123,6 +126,11 @@ PRESETS = {
         probe=ProbeConfig(n_train=16, seeds=(0, 1), max_iter=50, n_clusters=(0, 20), pca_dim=16, kmeans_iter=20,
                           kmeans_restarts=1, batch_size=32),
         supervised=supervised_budget(SMOKE_TRAIN), parallel=True, threads=1, budget="CPU, < 2 min (CI)"),
+    "ci": Preset(
+        train=CI_TRAIN, precision=CPU_PRECISION_FLAGS, runs=("croc",), floors=False,
+        probe_data={"pool_images": 400, "val_images": 150, **TEXTURE_PROBE},
+        probe=replace(CPU_PROBE, max_iter=200, n_clusters=()), threads=2, eval_split="dev",
+        budget="<= 3 min on 2 cores (tests/test_learning.py: CrOC's probe beats random init)"),
     "dev": Preset(
         train=DEV_TRAIN, precision=CPU_PRECISION_FLAGS, runs=("croc",), floors=False,
         probe_data={"pool_images": 600, "val_images": 200, **TEXTURE_PROBE},
@@ -155,7 +163,7 @@ SWEEP = {
                           "--warmup_teacher_temp_c": "0.04"},
     "teacher_temp_warmup": {"--warmup_teacher_temp": "0.04", "--warmup_teacher_temp_c": "0.04",
                             "--warmup_teacher_temp_epochs": "3"},
-    "norm_last_layer_false": {"--norm_last_layer": "false"},
+    "norm_last_layer_true": {"--norm_last_layer": "true"},
     "lr_x4": {"--lr": "0.008"},
     "lr_div4": {"--lr": "0.0005"},
     "momentum_0.996": {"--momentum_teacher": "0.996"},
@@ -163,6 +171,8 @@ SWEEP = {
     "alpha_s_3": {"--alpha_s": "3"},
     "pos_alpha_0": {"--pos_alpha": "0"},
     "n_tokens_8": {"--n_tokens": "8", "--n_centroids_max": "6"},
+    "sinkhorn_knopp": {"--teacher_centering": "sinkhorn_knopp"},
+    "colour_released": {"--hue_jitter": "0.1", "--grayscale_p": "0.2"},
 }
 
 

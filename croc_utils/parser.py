@@ -150,6 +150,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hue_jitter", type=float, nargs="+", default=[pl.hue for pl in pipelines], metavar="H",
                    help=f"[new] Largest hue shift of the colour jitter, in [0, 0.5]; {per_view}. Default: 0.1 "
                         "(released).")
+    p.add_argument("--jitter_strength", type=float, nargs="+", default=[pl.strength for pl in pipelines], metavar="S",
+                   help=f"[new] Scale of the brightness, contrast and saturation jitter (factors 1 +- 0.4 S, "
+                        f"1 +- 0.4 S, 1 +- 0.2 S; SimCLR's is about S = 2), in [0, 2.5]; {per_view}. Default: 1 "
+                        "(released).")
     p.add_argument("--augment_on", default="cpu", choices=["cpu", "device"],
                    help="[new] Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
                         "released) or device (batched on the training device; the workers do the geometry only). "

@@ -48,11 +48,15 @@ class ColourPipeline:
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
     hue: float = 0.1  # ColorJitter(hue=...): the shift is uniform in [-hue, hue], at most 0.5
+    strength: float = 1.0  # scales the brightness, contrast and saturation jitter (1: DINO's 0.4, 0.4, 0.2)
 
     @property
     def jitter_ranges(self) -> tuple[tuple[float, float], ...]:
         """(brightness, contrast, saturation, hue) factor ranges of the colour jitter."""
-        return (*JITTER_RANGES[:3], (-self.hue, self.hue))
+        if self.strength == 1:  # the released ranges, exactly
+            return (*JITTER_RANGES[:3], (-self.hue, self.hue))
+        scaled = tuple((1 - self.strength * (1 - lo), 1 + self.strength * (hi - 1)) for lo, hi in JITTER_RANGES[:3])
+        return (*scaled, (-self.hue, self.hue))
 
 
 # View 1 and view 2 of the release (DINO's global views); local crops use DINO's local-crop pipeline.
@@ -65,26 +69,29 @@ JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))
 BLUR_RADIUS = (0.1, 2.0)
 
 
-COLOUR_FLAGS = ("blur_p", "solarize_p", "jitter_p", "grayscale_p", "hue_jitter")  # each: 1 value, or 3 (per view)
+# each: 1 value, or 3 (per view); their highest values (lowest: 0)
+COLOUR_FLAGS = {"blur_p": 1.0, "solarize_p": 1.0, "jitter_p": 1.0, "grayscale_p": 1.0, "hue_jitter": 0.5,
+                "jitter_strength": 2.5}
 
 
 def colour_pipelines(**flags) -> tuple[ColourPipeline, ColourPipeline, ColourPipeline]:
     """The (view 1, view 2, local crops) pipelines of the colour flags ``COLOUR_FLAGS`` (keyword arguments named as
     the flags). Each flag holds one value for every view or three, one per view (view 1, view 2, local crops).
-    ValueError naming the flag for a wrong count or a value out of range ([0, 1]; [0, 0.5] for --hue_jitter)."""
+    ValueError naming the flag for a wrong count or a value out of range ([0, 1]; [0, 0.5] for --hue_jitter; [0, 2.5]
+    for --jitter_strength, where the brightness factor's range 1 +- 0.4 x strength reaches 0)."""
     per_view = {}
     for flag in COLOUR_FLAGS:
         values = list(flags[flag]) if isinstance(flags[flag], (list, tuple)) else [flags[flag]]
         if len(values) not in (1, 3):
             raise ValueError(f"--{flag} takes 1 value (every view) or 3 (view 1, view 2, local crops), got "
                              f"{len(values)}")
-        high = 0.5 if flag == "hue_jitter" else 1.0
+        high = COLOUR_FLAGS[flag]
         for value in values:
             if not 0 <= value <= high:
                 raise ValueError(f"--{flag} must lie in [0, {high:g}], got {value}")
         per_view[flag] = values * 3 if len(values) == 1 else values
-    return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=j, grayscale_p=g, hue=h) for b, s, j, g, h in
-                 zip(*(per_view[flag] for flag in COLOUR_FLAGS)))
+    return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=j, grayscale_p=g, hue=h, strength=k)
+                 for b, s, j, g, h, k in zip(*(per_view[flag] for flag in COLOUR_FLAGS)))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def test_smoke_preset_writes_three_curves(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = json.loads((tmp_path / "learning_evidence.json").read_text())
     curves = out["curves"]
-    assert set(curves) == {"random", "croc", "dino"}
+    assert set(curves) == {"random", "croc", "dino", "majority", "mean_colour", "raw_pixels", "fft", "supervised"}
     assert len(curves["random"]) == 1 and curves["random"][0]["images_seen"] == 0
     for run in ("croc", "dino"):
         seen = [p["images_seen"] for p in curves[run]]
@@ -59,12 +59,15 @@ def test_every_preset_parses_and_runs_differ_only_in_alpha_s(monkeypatch):
     from croc_utils.parser import parse_args
 
     for name, preset in le.PRESETS.items():
-        commands = {run: le.train_command(preset, run, Path("/tmp/x") / run) for run in le.RUNS}
+        commands = {run: le.train_command(preset, run, Path("/tmp/x") / run) for run in ("croc", "dino")}
         parsed = {run: vars(parse_args(cmd[2:])) for run, cmd in commands.items()}
         assert parsed["croc"]["alpha_s"] == 1 and parsed["dino"]["alpha_s"] == 0, name
         differing = {k for k in parsed["croc"] if parsed["croc"][k] != parsed["dino"][k]}
         assert differing == {"alpha_s", "output_dir"}, name
         assert parsed["croc"]["synthetic_style"] == preset.probe_data["style"], name
         assert parsed["croc"]["saveckp_freq"] <= parsed["croc"]["epochs"], name
-    assert le.PRESETS["gpu"].precision == le.GPU_PRECISION_FLAGS
-    assert le.images_seen(le.PRESETS["cpu"], 2) == 2 * 1536
+    assert le.PRESETS["gpu_texture"].precision == le.GPU_PRECISION_FLAGS
+    assert le.images_seen(le.PRESETS["cpu"], 2) == 2 * 4096
+    for name, flags in le.SWEEP.items():  # every sweep configuration is a valid command line
+        preset = le.replace(le.PRESETS["dev"], train={**le.PRESETS["dev"].train, **flags})
+        assert parse_args(le.train_command(preset, "sweep", Path("/tmp/x"))[2:]).output_dir == "/tmp/x", name

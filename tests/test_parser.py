@@ -78,6 +78,7 @@ def test_launcher_and_aliases():
     (["--grayscale_p", "1.2"], "--grayscale_p"),
     (["--jitter_p", "-1"], "--jitter_p"),
     (["--hue_jitter", "0.6"], "--hue_jitter"),
+    (["--jitter_strength", "3"], "--jitter_strength"),
     (["--hue_jitter", "0.1", "0.2"], "--hue_jitter"),
     (["--head_hidden_dim", "0"], "--head_hidden_dim"),
     (["--dist_timeout", "0"], "--dist_timeout"),

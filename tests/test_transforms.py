@@ -11,6 +11,7 @@ from PIL import Image
 
 from croc_utils.transforms import (
     IMAGENET_MEAN,
+    JITTER_RANGES,
     IMAGENET_STD,
     LOCAL_COLOUR,
     VIEW1_COLOUR,
@@ -208,6 +209,17 @@ def test_colour_flags_set_the_drawn_probabilities_and_hue_range():
     assert binomial_ok(sum(d.grayscale for d in draws), 2000, 0.5)
     hues = np.array([d.jitter[3] for d in draws])
     assert hues.min() < -0.45 and hues.max() > 0.45 and np.abs(hues).max() <= 0.5
+
+
+@pytest.mark.parametrize("strength", [0.5, 2.0])
+def test_jitter_strength_scales_brightness_contrast_saturation(strength):
+    pipeline = ColourPipeline(blur_p=0.0, jitter_p=1.0, hue=0.1, strength=strength)
+    gen = torch.Generator().manual_seed(4)
+    jitters = np.array([sample_colour_params(pipeline, gen).jitter for _ in range(3000)])
+    expected_low = [1 - 0.4 * strength, 1 - 0.4 * strength, 1 - 0.2 * strength, -0.1]
+    expected_high = [1 + 0.4 * strength, 1 + 0.4 * strength, 1 + 0.2 * strength, 0.1]
+    assert np.allclose(jitters.min(0), expected_low, atol=0.02) and np.allclose(jitters.max(0), expected_high, atol=0.02)
+    assert ColourPipeline(blur_p=0.0).jitter_ranges == JITTER_RANGES  # strength 1: the released ranges, exactly
 
 
 def test_transform_applies_the_drawn_colour_ops():
