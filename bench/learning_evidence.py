@@ -108,14 +108,14 @@ SMOKE_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "32", "--synthetic_si
                "--saveckp_freq": "1", "--num_workers": "0", "--log_freq": "1"}
 DEV_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "2048", "--epochs": "5", "--saveckp_freq": "5",
              "--num_workers": "0"}
-CPU_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "4096", "--epochs": "20", "--saveckp_freq": "4",
+CPU_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "4096", "--epochs": "10", "--saveckp_freq": "5",
              "--num_workers": "0"}
 GPU_TEXTURE_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "16384", "--batch_size_per_gpu": "256",
                      "--epochs": "60", "--lr": "0.002", "--warmup_epochs": "3", "--saveckp_freq": "10",
                      "--num_workers": "14"}
 GPU_SHAPE_TRAIN = {**SHAPE_RECIPE, "--synthetic_num_images": "8192", "--batch_size_per_gpu": "128", "--epochs": "24",
                    "--lr": "0.004", "--saveckp_freq": "6", "--num_workers": "14"}
-CI_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "1024", "--epochs": "6", "--saveckp_freq": "6",
+CI_TRAIN = {**TEXTURE_RECIPE, "--synthetic_num_images": "1024", "--epochs": "8", "--saveckp_freq": "8",
             "--num_workers": "0"}
 CPU_PROBE = ProbeConfig(n_train=300, seeds=(0, 1, 2), max_iter=300, n_clusters=(0, 100))
 
@@ -128,8 +128,8 @@ PRESETS = {
         supervised=supervised_budget(SMOKE_TRAIN), parallel=True, threads=1, budget="CPU, < 2 min (CI)"),
     "ci": Preset(
         train=CI_TRAIN, precision=CPU_PRECISION_FLAGS, runs=("croc",), floors=False,
-        probe_data={"pool_images": 400, "val_images": 150, **TEXTURE_PROBE},
-        probe=replace(CPU_PROBE, max_iter=200, n_clusters=()), threads=2, eval_split="dev",
+        probe_data={"pool_images": 2400, "val_images": 400, **TEXTURE_PROBE},
+        probe=replace(CPU_PROBE, n_train=1600, max_iter=200, n_clusters=(), weight_decays=(1e-5,)), threads=2, eval_split="dev",
         budget="<= 3 min on 2 cores (tests/test_learning.py: CrOC's probe beats random init)"),
     "dev": Preset(
         train=DEV_TRAIN, precision=CPU_PRECISION_FLAGS, runs=("croc",), floors=False,

@@ -258,12 +258,15 @@ def run_linear_probe(pool_feats: torch.Tensor, pool_masks: torch.Tensor, val_fea
     hold, fit = chosen[:n_hold], chosen[n_hold:]
     x, y, c = _flat(pool_feats[fit], pool_masks[fit], n_classes)
     path, probe = [], None
-    for wd in sorted(cfg.weight_decays, reverse=True):  # strong to weak: each fit starts from the previous one
+    wd_only = cfg.weight_decays[0]
+    candidates = sorted(cfg.weight_decays, reverse=True) if len(cfg.weight_decays) > 1 else []  # one: no choice
+    for wd in candidates:  # strong to weak: each fit starts from the previous one
         probe = fit_linear_probe(x, y, c, weight_decay=wd, max_iter=cfg.max_iter, init=probe)
         miou = probe_scores(probe, pool_feats[hold], pool_masks[hold], class_names)["miou"]
         path.append({"weight_decay": wd, "heldout_miou": miou, "n_iter": probe.n_iter, "loss": probe.loss,
                      "grad_norm": probe.grad_norm})
-    best = max(path, key=lambda r: (r["heldout_miou"], r["weight_decay"]))  # ties: the stronger decay
+    # ties: the stronger decay
+    best = max(path, key=lambda r: (r["heldout_miou"], r["weight_decay"])) if path else {"weight_decay": wd_only}
     x, y, c = _flat(pool_feats[chosen], pool_masks[chosen], n_classes)
     probe = fit_linear_probe(x, y, c, weight_decay=best["weight_decay"], max_iter=cfg.max_iter)
     scores = probe_scores(probe, val_feats, val_masks, class_names)
