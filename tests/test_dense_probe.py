@@ -105,6 +105,18 @@ def test_weight_decay_is_chosen_without_looking_at_val():
     assert c["weight_decay_path"] != a["weight_decay_path"]  # another seed draws other train images
 
 
+def test_one_weight_decay_is_used_without_a_held_out_fit():
+    pool_f, pool_m, val_f, val_m = _toy_data()
+    names = ("a", "b", "c")
+    one = run_linear_probe(pool_f, pool_m, val_f, val_m, names, seed=3,
+                           cfg=ProbeConfig(n_train=20, weight_decays=(1e-2,), max_iter=100))
+    assert one["weight_decay"] == 1e-2 and one["weight_decay_path"] == [] and one["miou"] > 0.7
+    chosen = run_linear_probe(pool_f, pool_m, val_f, val_m, names, seed=3,
+                              cfg=ProbeConfig(n_train=20, weight_decays=(1e-2, 1e3), max_iter=100))
+    assert chosen["weight_decay"] == 1e-2 and len(chosen["weight_decay_path"]) == 2
+    assert abs(chosen["miou"] - one["miou"]) < 1e-6  # the same final fit: all train images, the same decay
+
+
 def test_evaluate_backbone_tiny_vit():
     torch.manual_seed(0)
     model = load_backbone("vit_tiny", 16, verbose=False)
