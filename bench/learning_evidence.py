@@ -365,8 +365,12 @@ def plot(curves: dict, path: Path, title: str) -> None:
             x = np.array([p["images_seen"] for p in points], dtype=float)
             if run not in trained:
                 x, mean, std = np.array([0.0, x_max]), np.repeat(mean[-1], 2), np.repeat(std[-1], 2)
+            elif curves.get("random") and x[0] > 0:  # both runs start from the random init probed at 0 images
+                start = metric(curves["random"][0], key)
+                x, mean, std = np.r_[0.0, x], np.r_[start[0], mean], np.r_[start[1], std]
             style = "-o" if run in trained else "--"
-            ax.plot(x, mean, style, color=colours[run], label=LABELS[run], markersize=4)
+            label = LABELS[run].replace("\\|", "|")  # the table's escaped bars
+            ax.plot(x, mean, style, color=colours[run], label=label, markersize=4)
             ax.fill_between(x, mean - std, mean + std, color=colours[run], alpha=0.2)
         ax.set_title(name)
         ax.set_xlabel("images seen")

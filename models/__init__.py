@@ -1,7 +1,7 @@
 """CrOC networks: DINO-configured timm ViTs with per-head keys, the CrOC head, and the hub entry points."""
 
 from .head import CrOCHead, CrOCNetwork, NetworkOutput
-from .hub import croc_vits16, croc_vits16_full
+from .hub import croc_vit, croc_vits16, croc_vits16_full
 from .vision_transformer import (
     ARCH_CONFIGS,
     ARCH_NAMES,
@@ -16,5 +16,5 @@ from .vision_transformer import (
 )
 
 __all__ = ["ARCH_CONFIGS", "ARCH_NAMES", "BackboneOutput", "CrOCHead", "CrOCNetwork", "CrOCViT", "NetworkOutput",
-           "build_backbone", "canonical_arch", "croc_vits16", "croc_vits16_full", "vit_base", "vit_pico",
+           "build_backbone", "canonical_arch", "croc_vit", "croc_vits16", "croc_vits16_full", "vit_base", "vit_pico",
            "vit_small", "vit_tiny"]

@@ -3,6 +3,7 @@
     model = torch.hub.load("<owner>/<repo>", "croc_vits16")                    # teacher backbone, COCO weights
     model = torch.hub.load("<owner>/<repo>", "croc_vits16", weights="in1k")    # or "coco+", or a local file
     from models import croc_vits16; model = croc_vits16(weights="runs/croc/checkpoint.pth")
+    model = torch.hub.load("<owner>/<repo>", "croc_vit", weights="runs/pico/checkpoint.pth")  # any --arch, from args
 
 A released name is downloaded once into torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under a readable
 file name since the URLs carry none) and, like a local file, read with ``croc_utils.checkpoint.load_checkpoint``:
@@ -25,7 +26,7 @@ from croc_utils.checkpoint import (
 )
 
 from .head import CrOCHead, CrOCNetwork
-from .vision_transformer import CrOCViT, vit_small
+from .vision_transformer import CrOCViT, build_backbone, vit_small
 
 # name -> (URL of the authors' full checkpoint, file name in the hub cache); see README "Released checkpoints".
 RELEASED_WEIGHTS = {
@@ -89,6 +90,29 @@ def croc_vits16(pretrained: bool = True, weights: str = "coco", checkpoint_key: 
         missing = sorted(set(model.state_dict()) - set(state))
         if missing:  # a hub model is all or nothing
             raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
+    return model.eval()
+
+
+def croc_vit(weights: str, checkpoint_key: str = "teacher", arch: str | None = None, patch_size: int | None = None,
+             progress: bool = True, **kwargs) -> CrOCViT:
+    """The backbone of any CrOC / DINO checkpoint, of any ``--arch`` (vit_pico, vit_tiny, vit_small, vit_base), in
+    eval mode: the architecture and patch size come from the file's saved args unless given (a bare state dict
+    needs both). ``weights`` as ``croc_vits16`` (a released name gives the ViT-S/16)."""
+    path, ckpt = _read(weights, progress)
+    saved = ckpt.get("args")
+    saved = vars(saved) if hasattr(saved, "__dict__") else saved if isinstance(saved, Mapping) else {}
+    arch, patch_size = arch or saved.get("arch"), patch_size or saved.get("patch_size")
+    if arch is None or patch_size is None:
+        raise CheckpointError(f"{path}: no saved args name the architecture; pass arch= and patch_size=")
+    state = backbone_state_dict(ckpt, checkpoint_key, path)
+    try:
+        model = build_backbone(str(arch), patch_size=int(patch_size), **kwargs)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot build arch={arch!r}, patch_size={patch_size!r} ({err})") from None
+    load_backbone_state(model, state, path, checkpoint_key)
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
     return model.eval()
 
 

@@ -130,3 +130,26 @@ def test_bad_names_paths_and_files_are_one_line(tmp_path, small_file):
     torch.save({k: v for k, v in backbone.items() if not k.startswith("norm.")}, bare)
     with pytest.raises(CheckpointError, match="lacks 2 tensors"):
         croc_vits16(weights=bare, depth=2)
+
+
+def test_croc_vit_builds_the_saved_architecture_of_any_checkpoint(tmp_path):
+    """A vit_pico/8 run's checkpoint (our layout: network_state, args Namespace) through the generic hub entry."""
+    from croc_utils.checkpoint import network_state
+    from models import CrOCHead, CrOCNetwork, build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("vit_pico", patch_size=8)
+    teacher = CrOCNetwork(backbone, CrOCHead(backbone.embed_dim, 16, 8))
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"teacher": network_state(teacher, ddp_prefix=False),
+                "args": argparse.Namespace(arch="vit_pico", patch_size=8)}, path)
+    model = torch.hub.load(ROOT, "croc_vit", source="local", weights=str(path))
+    assert (model.embed_dim, model.num_heads, model.patch_size, len(model.blocks)) == (128, 2, 8, 4)
+    assert_same_state(model.state_dict(), backbone.state_dict())
+    bare = tmp_path / "bare.pth"
+    torch.save(backbone.state_dict(), bare)
+    with pytest.raises(CheckpointError, match="pass arch= and patch_size="):
+        models.croc_vit(str(bare))
+    assert_same_state(models.croc_vit(str(bare), arch="vit_pico", patch_size=8).state_dict(), backbone.state_dict())
+    with pytest.raises(CheckpointError, match="cannot build arch='vit_huge'"):
+        models.croc_vit(str(bare), arch="vit_huge", patch_size=8)
