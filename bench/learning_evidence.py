@@ -318,12 +318,18 @@ def _cell(mean: float, std: float) -> str:
     return "-" if np.isnan(mean) else f"{mean:.2f} +- {std:.2f}"
 
 
-def markdown_table(curves: dict) -> str:
+def run_labels(preset: Preset) -> dict:
+    """LABELS, with CrOC's alpha_s as the preset trains it (a one-run preset may set it, e.g. --set alpha_s=3)."""
+    alpha_s = preset.train.get("--alpha_s")
+    return {**LABELS, "croc": f"CrOC (alpha_s {alpha_s})"} if alpha_s not in (None, "1") else LABELS
+
+
+def markdown_table(curves: dict, labels: dict = LABELS) -> str:
     head = ["backbone", "images seen", "linear probe mIoU", "K-means K=#classes", "K-means K=100"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in (r for r in RUN_ORDER if r in curves):
         for point in curves[run]:
-            cells = [LABELS[run], f"{point['images_seen']:,}"]
+            cells = [labels[run], f"{point['images_seen']:,}"]
             cells += [_cell(*metric(point, key)) for key, _ in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -341,7 +347,7 @@ def gaps(curves: dict) -> dict:
     return out
 
 
-def plot(curves: dict, path: Path, title: str) -> None:
+def plot(curves: dict, path: Path, title: str, labels: dict = LABELS) -> None:
     """Probe mIoU vs images seen: one panel per metric, CrOC and DINO-only curves with +- std bands; random init,
     the best floor and the supervised ceiling drawn flat."""
     import matplotlib
@@ -369,7 +375,7 @@ def plot(curves: dict, path: Path, title: str) -> None:
                 start = metric(curves["random"][0], key)
                 x, mean, std = np.r_[0.0, x], np.r_[start[0], mean], np.r_[start[1], std]
             style = "-o" if run in trained else "--"
-            label = LABELS[run].replace("\\|", "|")  # the table's escaped bars
+            label = labels[run].replace("\\|", "|")  # the table's escaped bars
             ax.plot(x, mean, style, color=colours[run], label=label, markersize=4)
             ax.fill_between(x, mean - std, mean + std, color=colours[run], alpha=0.2)
         ax.set_title(name)
@@ -435,7 +441,7 @@ def run_preset(name: str, preset: Preset, output_dir: Path, figure: Path | None,
             point["train_stats"] = stats
     curves.update(evaluate_references(preset, data, output_dir))
     seconds = {"train": t_train, "evaluate": time.time() - t0 - t_train, "total": time.time() - t0}
-    table = markdown_table(curves)
+    table = markdown_table(curves, run_labels(preset))
     result = {"preset": name, "overrides": overrides, "eval_split": preset.eval_split, "budget": preset.budget,
               "machine": machine(), "seconds": seconds, "training": training, "gaps": gaps(curves),
               "probe_data": data.description, "probe_config": asdict(preset.probe),
@@ -449,7 +455,7 @@ def run_preset(name: str, preset: Preset, output_dir: Path, figure: Path | None,
                  f"{preset.train['--patch_size']}, synthetic '{preset.probe_data['style']}' {preset.eval_split}, "
                  f"probe mean +- std over {len(preset.probe.seeds)} seeds")
         try:
-            plot(curves, figure, title)
+            plot(curves, figure, title, run_labels(preset))
             drawn = str(figure)
         except ImportError:  # e.g. a lent GPU machine without matplotlib: the JSON holds everything the figure shows
             drawn = "not drawn (no matplotlib here)"
