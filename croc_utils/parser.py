@@ -137,8 +137,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
     p.add_argument("--prefetch_factor", default=2, type=int,
                    help="[new] Batches each loader worker prepares ahead. Default: 2.")
-    pipelines = RELEASED_PIPELINES
-    per_view = ("one value for every view, or three: view 1, view 2, local crops")
+    pipelines = RELEASED_PIPELINES  # the defaults of the colour flags: (view 1, view 2, local crops)
+    per_view = "one value for every view, or three: view 1, view 2, local crops"
     p.add_argument("--blur_p", type=float, nargs="+", default=[pl.blur_p for pl in pipelines], metavar="P",
                    help=f"[new] Gaussian-blur probability; {per_view}. Default: 1.0 0.1 0.5 (released).")
     p.add_argument("--solarize_p", type=float, nargs="+", default=[pl.solarize_p for pl in pipelines], metavar="P",

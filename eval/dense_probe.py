@@ -247,6 +247,23 @@ def _flat(feats: torch.Tensor, masks: torch.Tensor, n_classes: int):
     return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]), fractions, counts
 
 
+def _choose_weight_decay(pool_feats: torch.Tensor, pool_masks: torch.Tensor, chosen: torch.Tensor, class_names,
+                         cfg: ProbeConfig) -> tuple[float, list[dict]]:
+    """The weight decay that scores best on a held-out ``holdout_fraction`` of the ``chosen`` train images (ties: the
+    stronger decay), and the path of fits that chose it; val is never seen."""
+    n_hold = max(1, round(cfg.n_train * cfg.holdout_fraction))
+    hold, fit = chosen[:n_hold], chosen[n_hold:]
+    x, y, c = _flat(pool_feats[fit], pool_masks[fit], len(class_names))
+    path, probe = [], None
+    for wd in sorted(cfg.weight_decays, reverse=True):  # strong to weak: each fit starts from the previous one
+        probe = fit_linear_probe(x, y, c, weight_decay=wd, max_iter=cfg.max_iter, init=probe)
+        miou = probe_scores(probe, pool_feats[hold], pool_masks[hold], class_names)["miou"]
+        path.append({"weight_decay": wd, "heldout_miou": miou, "n_iter": probe.n_iter, "loss": probe.loss,
+                     "grad_norm": probe.grad_norm})
+    best = max(path, key=lambda r: (r["heldout_miou"], r["weight_decay"]))
+    return best["weight_decay"], path
+
+
 def run_linear_probe(pool_feats: torch.Tensor, pool_masks: torch.Tensor, val_feats: torch.Tensor,
                      val_masks: torch.Tensor, class_names, *, seed: int, cfg: ProbeConfig) -> dict:
     """One seed: draw the train images, choose the weight decay on their held-out part, refit on all, score val."""
@@ -254,23 +271,13 @@ def run_linear_probe(pool_feats: torch.Tensor, pool_masks: torch.Tensor, val_fea
     if cfg.n_train > pool_feats.shape[0]:
         raise ValueError(f"the probe needs {cfg.n_train} train images but the pool holds {pool_feats.shape[0]}")
     chosen = torch.randperm(pool_feats.shape[0], generator=torch.Generator().manual_seed(seed))[:cfg.n_train]
-    n_hold = max(1, round(cfg.n_train * cfg.holdout_fraction))
-    hold, fit = chosen[:n_hold], chosen[n_hold:]
-    x, y, c = _flat(pool_feats[fit], pool_masks[fit], n_classes)
-    path, probe = [], None
-    wd_only = cfg.weight_decays[0]
-    candidates = sorted(cfg.weight_decays, reverse=True) if len(cfg.weight_decays) > 1 else []  # one: no choice
-    for wd in candidates:  # strong to weak: each fit starts from the previous one
-        probe = fit_linear_probe(x, y, c, weight_decay=wd, max_iter=cfg.max_iter, init=probe)
-        miou = probe_scores(probe, pool_feats[hold], pool_masks[hold], class_names)["miou"]
-        path.append({"weight_decay": wd, "heldout_miou": miou, "n_iter": probe.n_iter, "loss": probe.loss,
-                     "grad_norm": probe.grad_norm})
-    # ties: the stronger decay
-    best = max(path, key=lambda r: (r["heldout_miou"], r["weight_decay"])) if path else {"weight_decay": wd_only}
+    weight_decay, path = cfg.weight_decays[0], []  # one candidate: nothing to choose, no held-out fit
+    if len(cfg.weight_decays) > 1:
+        weight_decay, path = _choose_weight_decay(pool_feats, pool_masks, chosen, class_names, cfg)
     x, y, c = _flat(pool_feats[chosen], pool_masks[chosen], n_classes)
-    probe = fit_linear_probe(x, y, c, weight_decay=best["weight_decay"], max_iter=cfg.max_iter)
+    probe = fit_linear_probe(x, y, c, weight_decay=weight_decay, max_iter=cfg.max_iter)
     scores = probe_scores(probe, val_feats, val_masks, class_names)
-    return {**scores, "seed": seed, "weight_decay": best["weight_decay"], "weight_decay_path": path,
+    return {**scores, "seed": seed, "weight_decay": weight_decay, "weight_decay_path": path,
             "n_iter": probe.n_iter, "loss": probe.loss, "grad_norm": probe.grad_norm,
             "converged": probe.n_iter < cfg.max_iter}
 

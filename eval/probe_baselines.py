@@ -16,15 +16,14 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from croc_utils.photometric import IMAGENET_MEAN, IMAGENET_STD
 from croc_utils.synthetic import SyntheticScenes
 from croc_utils.transforms import GLOBAL_CROPS_SCALE, sample_crop_box
-from eval.dense_probe import patch_class_fractions
+from eval.dense_probe import patch_class_fractions, soft_cross_entropy
+from eval.seg_transforms import to_tensors
 from models import build_backbone
 
 FLOORS = ("majority", "mean_colour", "raw_pixels", "fft")
@@ -97,10 +96,9 @@ def train_supervised(arch: str, patch_size: int, scenes: SyntheticScenes, cfg: S
     """
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    images = torch.stack([torch.from_numpy(np.asarray(scenes[i][0])) for i in range(len(scenes))])
-    images = images.permute(0, 3, 1, 2).float().div(255)  # (N, 3, S, S)
-    images = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-    masks = torch.stack([torch.from_numpy(np.asarray(scenes[i][1])) for i in range(len(scenes))])
+    pairs = [to_tensors(*scenes[i]) for i in range(len(scenes))]  # normalised (3, S, S), mask (S, S)
+    images = torch.stack([image for image, _ in pairs])
+    masks = torch.stack([mask.to(torch.uint8) for _, mask in pairs])
     n_classes = len(scenes.classes)
     model = build_backbone(arch, patch_size=patch_size).to(device)
     head = nn.Linear(model.embed_dim, n_classes).to(device)
@@ -117,9 +115,7 @@ def train_supervised(arch: str, patch_size: int, scenes: SyntheticScenes, cfg: S
         x, y = _crop_batch(images[idx], masks[idx], cfg, generator)
         targets, counts = patch_class_fractions(y, (grid, grid), n_classes)  # (B*g*g, C), (B*g*g,)
         tokens = model.get_intermediate_layers(x.to(device), 1)[0][:, 1:]  # (B, g*g, D)
-        logp = F.log_softmax(head(tokens.reshape(-1, tokens.shape[-1])), dim=-1)
-        counts = counts.to(device)
-        loss = -(counts * (targets.to(device) * logp).sum(-1)).sum() / counts.sum()
+        loss = soft_cross_entropy(head(tokens.reshape(-1, tokens.shape[-1])), targets.to(device), counts.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -86,11 +86,16 @@ def croc_vits16(pretrained: bool = True, weights: str = "coco", checkpoint_key: 
         state = backbone_state_dict(ckpt, checkpoint_key, path)
     model = vit_small(patch_size=16, **kwargs)
     if state is not None:
-        load_backbone_state(model, state, path, checkpoint_key)
-        missing = sorted(set(model.state_dict()) - set(state))
-        if missing:  # a hub model is all or nothing
-            raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
+        _load_all(model, state, path, checkpoint_key)
     return model.eval()
+
+
+def _load_all(model: CrOCViT, state: Mapping[str, torch.Tensor], path: str, checkpoint_key: str) -> None:
+    """Load a backbone state into ``model``; a hub model is all or nothing, so a missing tensor is an error."""
+    load_backbone_state(model, state, path, checkpoint_key)
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
 
 
 def croc_vit(weights: str, checkpoint_key: str = "teacher", arch: str | None = None, patch_size: int | None = None,
@@ -109,10 +114,7 @@ def croc_vit(weights: str, checkpoint_key: str = "teacher", arch: str | None = N
         model = build_backbone(str(arch), patch_size=int(patch_size), **kwargs)
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot build arch={arch!r}, patch_size={patch_size!r} ({err})") from None
-    load_backbone_state(model, state, path, checkpoint_key)
-    missing = sorted(set(model.state_dict()) - set(state))
-    if missing:
-        raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
+    _load_all(model, state, path, checkpoint_key)
     return model.eval()
 
 

@@ -6,23 +6,13 @@ Broken on purpose in a scratch copy, it fails: a teacher that is never updated i
 flipped loss sign drives the teacher away from anything the probe can use (see the closing note of issue 19 and the
 README, "Does it learn?")."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.test_learning_evidence import run_bench_preset
 
-
-ROOT = Path(__file__).resolve().parents[1]
 MARGIN_IN_STDS = 5
 
 
 def test_croc_beats_random_init_by_five_probe_stds(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "bench/learning_evidence.py", "--preset", "ci", "--output_dir",
-                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = json.loads((tmp_path / "learning_evidence.json").read_text())
+    _, out = run_bench_preset("ci", tmp_path, timeout=900)
     gap, std = out["gaps"]["croc_minus_random"], out["gaps"]["croc_minus_random_max_std"]
     finals = out["gaps"]["linear_final"]
     assert out["eval_split"] == "dev" and out["training"]["croc"]["returncode"] == 0

@@ -22,12 +22,18 @@ def _finite_numbers(obj):
         yield obj
 
 
-def test_smoke_preset_writes_three_curves(tmp_path):
+def run_bench_preset(preset: str, output_dir: Path, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python bench/learning_evidence.py --preset PRESET`` in a child process with this checkout on its path; the
+    process (asserted successful) and its learning_evidence.json."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "bench/learning_evidence.py", "--preset", "smoke", "--output_dir",
-                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "bench/learning_evidence.py", "--preset", preset, "--output_dir",
+                           str(output_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = json.loads((tmp_path / "learning_evidence.json").read_text())
+    return proc, json.loads((output_dir / "learning_evidence.json").read_text())
+
+
+def test_smoke_preset_writes_three_curves(tmp_path):
+    proc, out = run_bench_preset("smoke", tmp_path)
     curves = out["curves"]
     assert set(curves) == {"random", "croc", "dino", "majority", "mean_colour", "raw_pixels", "fft", "supervised"}
     assert len(curves["random"]) == 1 and curves["random"][0]["images_seen"] == 0
