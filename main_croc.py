@@ -26,14 +26,13 @@ from itertools import islice
 import torch
 
 from croc_utils import distributed as du
+from croc_utils.atomic_io import DiskFullError, save_checkpoint
 from croc_utils.checkpoint import (
     CheckpointError,
-    DiskFullError,
     images_seen,
     network_state,
     restart_from_checkpoint,
     resume_position,
-    save_checkpoint,
     unwrap,
 )
 from croc_utils.clustering import ClusteringConfig
@@ -43,8 +42,9 @@ from croc_utils.monitor import CollapseWatch, non_finite_cause, non_finite_messa
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
 from croc_utils.parser import parse_args
 from croc_utils.run_dir import OutputDirError, RunDir
-from croc_utils.step import Precision, build_loss, build_networks, forward_step, update_student, update_teacher
+from croc_utils.step import Precision, build_loss, forward_step, update_student, update_teacher
 from croc_utils.transforms import CrOCAugmentation
+from models.network import build_networks
 
 DEMO_HINT = "for a first run without any dataset, use the demo command of README.md (--dataset_type synthetic)"
 

@@ -22,13 +22,13 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from croc_utils.photometric import BLUR_KERNEL_SIZE, apply_photometric, pack_colour_params
+from croc_utils.colour import BLUR_KERNEL_SIZE, ColourParams, pack_colour_params
+from croc_utils.photometric import apply_photometric
 from croc_utils.synthetic import render_scene
 from croc_utils.transforms import (
     LOCAL_COLOUR,
     VIEW1_COLOUR,
     VIEW2_COLOUR,
-    ColourParams,
     apply_colour,
     normalize,
     sample_colour_params,

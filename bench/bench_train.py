@@ -36,7 +36,6 @@ from croc_utils.parser import parse_args
 from croc_utils.step import (
     Precision,
     build_loss,
-    build_networks,
     forward_step,
     timed_phases,
     update_student,
@@ -44,6 +43,7 @@ from croc_utils.step import (
 )
 from croc_utils.synthetic import SyntheticScenes
 from croc_utils.transforms import CrOCAugmentation
+from models.network import build_networks
 
 
 class PhaseTimer:

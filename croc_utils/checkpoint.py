@@ -1,33 +1,28 @@
-"""Checkpoints in the released layout: atomic saves, safe loads (docs/algorithm.md section 8).
+"""Checkpoints in the released layout: names, safe loads, resume arithmetic (docs/algorithm.md section 8).
 
 Layout of a full checkpoint: ``student`` (keys prefixed ``module.``), ``teacher`` (no prefix), ``optimizer``,
 ``epoch``, ``args`` (argparse.Namespace), ``croc_loss`` (``center``, ``center_c``) and ``fp16_scaler`` when mixed
 precision was on; ours add ``iteration`` and ``images_seen`` (the position in the epoch where SIGTERM saved).
 Below the prefix: ``backbone.`` + DINO ViT names and ``head.`` + the head, whose weight-normed output layers are
 written with the old names ``weight_g`` / ``weight_v`` so that the released files and the DINO-ecosystem evaluators
-read ours and we read theirs.
+read ours and we read theirs. Writing goes through ``croc_utils.atomic_io``. This module knows the format only, no
+network class: ``models`` builds on it to load weights.
 """
 
 import argparse
 import codecs
-import errno
 import os
 import pickle
 import re
-import shutil
-import tempfile
 import warnings
 import zipfile
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
 from croc_utils.optim import optimizer_name
 
-TEMP_MARKER = ".croc-partial-"  # temp files of atomic_write: <target>.croc-partial-<8 random chars>.tmp
-RUN_FILES = r"checkpoint(?:\d{4,})?\.pth|args\.json"  # the files main_croc.py writes through atomic_write
-_TEMP_NAME = re.compile(rf"^(?:{RUN_FILES}){re.escape(TEMP_MARKER)}[a-z0-9_]{{8}}\.tmp$")  # mkstemp's 8 characters
 NEW_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
 OLD_WN = (".weight_g", ".weight_v")
 SAFE_GLOBALS = [argparse.Namespace]
@@ -35,17 +30,6 @@ SAFE_GLOBALS = [argparse.Namespace]
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message is one line naming the file."""
-
-
-class DiskFullError(OSError):
-    """A write that failed for want of space (or quota); the message is one line naming the file, the free space
-    and about how much was needed."""
-
-    def __init__(self, message: str):
-        super().__init__(errno.ENOSPC, message)
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 def to_released_names(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
@@ -78,139 +62,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
-
-
-def save_checkpoint(obj: dict, path: str) -> None:
-    """torch.save ``obj`` to ``path`` atomically (see ``atomic_write``); a full disk raises DiskFullError."""
-    atomic_write(path, lambda f: torch.save(obj, f), size=state_nbytes(obj))
-
-
-def atomic_write(path: str, write: Callable, *, size: int) -> None:
-    """``write(f)`` into a temporary file in the same folder, fsync, then atomically replace ``path``.
-
-    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``. A kill
-    (SIGKILL, pre-emption) during the write leaves the temporary file, ``<name>.croc-partial-XXXXXXXX.tmp``, which
-    ``remove_partial_saves`` recognises by that name and deletes at the next start. Any failure removes the
-    temporary file; a full disk or quota (ENOSPC / EDQUOT, or the RuntimeError torch raises when its write fails)
-    becomes a DiskFullError naming the folder, its free space and ``size``, the bytes about needed.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + TEMP_MARKER, suffix=".tmp", dir=folder)
-    try:
-        # mkstemp creates the file readable by its owner only; give it the mode any other new file would get
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if is_out_of_space(err):
-            raise DiskFullError(out_of_space_message(path, size, err, intact=os.path.exists(path))) from err
-        raise
-
-
-def state_nbytes(obj) -> int:
-    """Bytes of the tensors in a (nested) checkpoint dict: about the size of its file."""
-    if isinstance(obj, torch.Tensor):
-        return obj.nbytes
-    if isinstance(obj, Mapping):
-        return sum(state_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(state_nbytes(v) for v in obj)
-    return 0
-
-
-_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")  # what torch.save raises when its writes fail
-
-
-def is_out_of_space(err: BaseException) -> bool:
-    """True when ``err`` or an exception it arose from is ENOSPC / EDQUOT or torch's failed-write RuntimeError."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(err, RuntimeError) and any(text in str(err) for text in _TORCH_WRITE_FAILED):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def out_of_space_message(path: str, size: int, err: BaseException, intact: bool = False) -> str:
-    """One line: which file, which folder, how much is free there and about how much the write needed (``intact``:
-    an atomic write, whose previous file is untouched)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        free = _size(shutil.disk_usage(folder).free)
-    except OSError:
-        free = "unknown"
-    quota = " or the disk quota is exceeded" if _errno_in_chain(err) == errno.EDQUOT else ""
-    kept = f"; the previous {os.path.basename(path)} is intact" if intact else ""
-    return (f"no space left to write {path}{quota}: {free} free in {folder}, the file needs about {_size(size)}{kept}"
-            "; free some space (or choose another --output_dir) and rerun the same command to resume")
-
-
-def _errno_in_chain(err: Optional[BaseException]) -> Optional[int]:
-    while err is not None:
-        if isinstance(err, OSError) and err.errno is not None:
-            return err.errno
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it: set it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def is_partial_save(folder: str, name: str) -> bool:
-    """True for a temporary file that ``atomic_write`` makes for a file of a training run: a regular file, not a
-    link, named ``<target>.croc-partial-XXXXXXXX.tmp`` with mkstemp's 8 characters [a-z0-9_], where ``<target>`` is
-    a name main_croc.py writes that way (``RUN_FILES``: checkpoint.pth, checkpointNNNN.pth, args.json). Any other
-    name, e.g. ``mynotes.croc-partial-12345678.tmp`` or ``log.txt.croc-partial-...`` (log.txt is appended to, never
-    written through a temporary file), is not ours."""
-    path = os.path.join(folder, name)
-    return bool(_TEMP_NAME.match(name)) and os.path.isfile(path) and not os.path.islink(path)
-
-
-def remove_partial_saves(folder: str, older_than: Optional[float] = None) -> list[str]:
-    """Delete the temporary files that an interrupted save of a training run left in ``folder`` (not subfolders).
-
-    Only names made by ``atomic_write`` for a run's files are touched (see ``is_partial_save``); anything else,
-    including similar-looking user files, stays. Call it from the process that holds the folder's lock
-    (croc_utils.run_dir), at start-up, before resuming; ``older_than`` (a modification time, e.g. the lock's) spares
-    a file written since, which can only belong to a live writer. Prints one line naming what was removed (nothing
-    when there was nothing). Returns the removed names.
-    """
-    if not os.path.isdir(folder):
-        return []
-    removed, freed = [], 0
-    for name in sorted(os.listdir(folder)):
-        if is_partial_save(folder, name):
-            path = os.path.join(folder, name)
-            try:
-                stat = os.stat(path)
-                if older_than is not None and stat.st_mtime >= older_than:
-                    continue
-                os.remove(path)
-            except FileNotFoundError:  # gone meanwhile
-                continue
-            removed.append(name)
-            freed += stat.st_size
-    if removed:
-        print(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save in {folder} "
-              f"({freed / 2**20:.1f} MiB): {', '.join(removed)}")
-    return removed
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
@@ -424,9 +275,3 @@ def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], pat
     missing, unexpected = model.load_state_dict(state, strict=False)
     return (f"loaded {path} [{checkpoint_key}]: {len(own) - len(missing)}/{len(own)} tensors, missing {missing}, "
             f"unexpected {unexpected}")
-
-
-def load_pretrained_backbone(model: nn.Module, path: str, checkpoint_key: str = "teacher") -> str:
-    """Load a ViT from ``path`` (see ``backbone_state_dict`` and ``load_backbone_state``)."""
-    state = backbone_state_dict(load_checkpoint(path), checkpoint_key, path)
-    return load_backbone_state(model, state, path, checkpoint_key)

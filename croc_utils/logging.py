@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from croc_utils.checkpoint import DiskFullError, is_out_of_space, out_of_space_message
+from croc_utils.atomic_io import DiskFullError, is_out_of_space, out_of_space_message
 
 CONSOLE_KEYS = ("loss", "d_loss", "s_loss", "mean_k", "lr")
 

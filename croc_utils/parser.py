@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 
+from croc_utils.architectures import ARCH_NAMES, canonical_arch
 from croc_utils.cli import OneLineErrorParser, bool_flag
 from croc_utils.clustering import ClusteringConfig
 from croc_utils.loss import CENTERINGS
@@ -22,7 +23,6 @@ from croc_utils.transforms import (
     RELEASED_PIPELINES,
     CrOCAugmentation,
 )
-from models import ARCH_NAMES, canonical_arch
 
 CLUSTERING = ClusteringConfig()  # the released clustering defaults
 

@@ -3,12 +3,12 @@
 docs/algorithm.md section 1 (`--augment_on device`).
 
 The loader draws each view's `ColourParams` with `croc_utils.transforms.sample_colour_params` (same distributions, same
-random stream as the faithful PIL path), turns them into a fixed-length float tensor with `colour_params_tensor`, and
-returns them with the uint8 crop; torch's default collate stacks them into (B, PARAMS_LENGTH). `apply_photometric`
-then runs, in DINO's order, colour jitter (each image's four ops in its own drawn order), grayscale, Gaussian blur,
-solarisation and normalisation on the whole batch at once: no loop over images, no host synchronisation (every
-per-image choice is a `torch.where` or a blend with factor exactly 0 or 1, every shape is fixed), so it runs on any
-device, and `torch.compile(apply_photometric, fullgraph=True)` compiles it (checked on CPU).
+random stream as the faithful PIL path), turns them into a fixed-length float tensor with
+`croc_utils.colour.colour_params_tensor`, and returns them with the uint8 crop; torch's default collate stacks them into
+(B, PARAMS_LENGTH). `apply_photometric` then runs, in DINO's order, colour jitter (each image's four ops in its own
+drawn order), grayscale, Gaussian blur, solarisation and normalisation on the whole batch at once: no loop over images,
+no host synchronisation (every per-image choice is a `torch.where` or a blend with factor exactly 0 or 1, every shape is
+fixed), so it runs on any device, and `torch.compile(apply_photometric, fullgraph=True)` compiles it (checked on CPU).
 
 Semantics: each op equals torchvision.transforms.v2.functional's tensor op on float images in [0, 1] with that image's
 factor (adjust_brightness / adjust_contrast / adjust_saturation / adjust_hue, rgb_to_grayscale with 3 channels,
@@ -16,7 +16,8 @@ gaussian_blur, solarize), to float32 rounding (tests/test_photometric.py states 
 PIL path (`transforms.apply_colour`), by design:
 - no rounding to uint8 between ops (PIL quantises after every op, and its hue op goes through 8-bit HSV);
 - blur is a true Gaussian with sigma = the drawn radius, truncated to a fixed BLUR_KERNEL_SIZE = 13 taps
-  (2 * ceil(3 * 2.0) + 1, i.e. +-3 sigma of the largest sigma; torchvision's tensor blur needs an explicit size) and
+  (croc_utils.colour derives it from the largest drawn radius: 2 * ceil(3 * 2.0) + 1, i.e. +-3 sigma of the largest
+  sigma; torchvision's tensor blur needs an explicit size) and
   renormalised, reflect padding, exactly torchvision's `gaussian_blur(img, [13, 13], [sigma, sigma])`. PIL's
   GaussianBlur(radius), used by DINO and the CPU path, approximates a Gaussian of standard deviation `radius` with
   three extended box filters;
@@ -37,78 +38,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # transforms imports this module (the workers pack what they draw)
-    from croc_utils.transforms import ColourParams
+from croc_utils.colour import (
+    BLUR_KERNEL_SIZE,
+    CONTRAST,
+    HUE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SATURATION,
+    PhotometricParams,
+    unpack_colour_params,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation of both paths (croc_utils.transforms re-exports them)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Column layout of a packed row: [jitter, brightness, contrast, saturation, hue, order0..3, grayscale, sigma, solarize].
-PARAMS_LENGTH = 12
-IDENTITY_FACTORS = (1.0, 1.0, 1.0, 0.0)
-BLUR_KERNEL_SIZE = 13  # 2 * ceil(3 * max sigma 2.0) + 1
 SOLARIZE_THRESHOLD = 128 / 255
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
-BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # indices of ColourParams.jitter and of jitter_order entries
-
-
-@dataclass(frozen=True)
-class PhotometricParams:
-    """Per-image colour operations of a batch of B images, all on one device.
-
-    jitter (B,) bool: colour jitter applied; factors (B, 4) float32: (brightness, contrast, saturation, hue),
-    identity (1, 1, 1, 0) where jitter is off; order (B, 4) long: the jitter ops' order, indices into factors;
-    grayscale (B,) bool; blur (B,) bool; sigma (B,) float32: Gaussian sigma (the drawn radius), 0 where blur is off;
-    solarize (B,) bool.
-    """
-
-    jitter: torch.Tensor
-    factors: torch.Tensor
-    order: torch.Tensor
-    grayscale: torch.Tensor
-    blur: torch.Tensor
-    sigma: torch.Tensor
-    solarize: torch.Tensor
-
-
-def colour_params_tensor(params: ColourParams | None) -> torch.Tensor:
-    """One view's drawn colour operations -> (PARAMS_LENGTH,) float32 row; None (no colour ops) gives the identity.
-
-    Fixed length, so torch's default_collate stacks a batch of them into (B, PARAMS_LENGTH).
-    """
-    if params is None:
-        return torch.tensor([0.0, *IDENTITY_FACTORS, 0, 1, 2, 3, 0, 0, 0])
-    factors = IDENTITY_FACTORS if params.jitter is None else params.jitter
-    sigma = 0.0 if params.blur_radius is None else params.blur_radius
-    row = [params.jitter is not None, *factors, *params.jitter_order, params.grayscale, sigma, params.solarize]
-    return torch.tensor([float(v) for v in row])
-
-
-def pack_colour_params(params: Sequence[ColourParams | None]) -> torch.Tensor:
-    """A batch of drawn colour operations -> (B, PARAMS_LENGTH) float32, the same as collating their rows."""
-    return torch.stack([colour_params_tensor(p) for p in params])
-
-
-def unpack_colour_params(packed: torch.Tensor) -> PhotometricParams:
-    """(B, PARAMS_LENGTH) rows (any device) -> named per-image tensors on the same device; no host sync."""
-    if packed.ndim != 2 or packed.shape[1] != PARAMS_LENGTH:
-        raise ValueError(f"photometric params must be (B, {PARAMS_LENGTH}), got {tuple(packed.shape)}")
-    packed = packed.float()
-    return PhotometricParams(
-        jitter=packed[:, 0] > 0.5,
-        factors=packed[:, 1:5],
-        order=packed[:, 5:9].round().long(),
-        grayscale=packed[:, 9] > 0.5,
-        blur=packed[:, 10] > 0,
-        sigma=packed[:, 10],
-        solarize=packed[:, 11] > 0.5,
-    )
 
 
 def apply_photometric(

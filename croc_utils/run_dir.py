@@ -28,15 +28,14 @@ import time
 from typing import Optional
 
 from croc_utils import distributed as du
-from croc_utils.checkpoint import (
-    CheckpointError,
+from croc_utils.atomic_io import (
     DiskFullError,
     atomic_write,
     is_out_of_space,
-    load_checkpoint,
     out_of_space_message,
     remove_partial_saves,
 )
+from croc_utils.checkpoint import CheckpointError, load_checkpoint
 from croc_utils.logging import trim_log
 
 LOCK_NAME = "croc.lock"

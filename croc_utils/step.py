@@ -28,7 +28,6 @@ from croc_utils.clustering import ClusteringConfig, ClusteringResult, cluster_vi
 from croc_utils.loss import CrOCLoss
 from croc_utils.optim import cancel_gradients_last_layer, clip_gradients, ema_update
 from croc_utils.photometric import apply_photometric
-from models import CrOCHead, CrOCNetwork, build_backbone
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,40 +51,6 @@ def timed_phases(timer: Callable[[str], ContextManager]):
 
 
 # ===== building =====
-
-def build_network(args, *, drop_path_rate: float) -> CrOCNetwork:
-    """Backbone (``--arch``, ``--patch_size``, ``--which_features``) + head (``--out_dim``, ``--out_dim_c``, ...)."""
-    backbone = build_backbone(args.arch, patch_size=args.patch_size, drop_path_rate=drop_path_rate,
-                              which_features=args.which_features)
-    # --head_*_dim are ours: the saved args of older runs (and released checkpoints) lack them, and mean the default
-    sizes = {key: getattr(args, f"head_{key}") for key in ("hidden_dim", "bottleneck_dim")
-             if hasattr(args, f"head_{key}")}
-    head = CrOCHead(backbone.embed_dim, args.out_dim, args.out_dim_c, use_bn=args.use_bn_in_head,
-                    norm_last_layer=args.norm_last_layer, **sizes)
-    return CrOCNetwork(backbone, head)
-
-
-def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
-    """Student (wrapped in DDP when ``args.distributed``) and teacher: equal weights, the teacher frozen.
-
-    DDP broadcasts rank 0's weights when it wraps the student, so the teacher is copied afterwards. With
-    ``--compile`` both backbones are compiled in place (their state-dict names do not change).
-    """
-    student = build_network(args, drop_path_rate=args.drop_path_rate).to(device)
-    teacher = build_network(args, drop_path_rate=0.0).to(device)
-    if args.distributed and args.use_bn_in_head:
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
-    if args.distributed:
-        student = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    teacher.load_state_dict(unwrap(student).state_dict(), strict=True)
-    teacher.requires_grad_(False)
-    if args.compile:
-        unwrap(student).backbone.compile()
-        teacher.backbone.compile()
-    return student, teacher
-
 
 def build_loss(args) -> CrOCLoss:
     """The CrOC loss of ``args`` (temperatures, their warm-up, output sizes, number of student crops)."""
@@ -144,7 +109,7 @@ def batch_to_device(batch: dict, device: torch.device) -> tuple[list[Tensor], Te
     return crops, positions
 
 
-def forward_step(batch: dict, student: nn.Module, teacher: CrOCNetwork, croc_loss: CrOCLoss, epoch: int, *,
+def forward_step(batch: dict, student: nn.Module, teacher: nn.Module, croc_loss: CrOCLoss, epoch: int, *,
                  cluster_cfg: ClusteringConfig, alpha_s: float, precision: Precision,
                  device: torch.device) -> StepOutput:
     """Teacher on views 1-2, clustering, student on views 1-2 (+ local crops), loss (docs/algorithm.md 3-4)."""

@@ -19,7 +19,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 
-from croc_utils.photometric import IMAGENET_MEAN, IMAGENET_STD, colour_params_tensor
+from croc_utils.colour import BLUR_RADIUS, IMAGENET_MEAN, IMAGENET_STD, ColourParams, colour_params_tensor
 
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # The released defaults of the crop flags (the parser takes its defaults from here).
@@ -66,7 +66,6 @@ LOCAL_COLOUR = ColourPipeline(blur_p=0.5)
 RELEASED_PIPELINES = (VIEW1_COLOUR, VIEW2_COLOUR, LOCAL_COLOUR)  # the parser's defaults of the colour flags
 # ColorJitter(brightness=.4, contrast=.4, saturation=.2, hue=.1) ranges.
 JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))
-BLUR_RADIUS = (0.1, 2.0)
 
 
 # each: 1 value, or 3 (per view); their highest values (lowest: 0)
@@ -92,20 +91,6 @@ def colour_pipelines(**flags) -> tuple[ColourPipeline, ColourPipeline, ColourPip
         per_view[flag] = values * 3 if len(values) == 1 else values
     return tuple(ColourPipeline(blur_p=b, solarize_p=s, jitter_p=j, grayscale_p=g, hue=h, strength=k)
                  for b, s, j, g, h, k in zip(*(per_view[flag] for flag in COLOUR_FLAGS)))
-
-
-@dataclass(frozen=True)
-class ColourParams:
-    """The colour operations drawn for one view; `jitter` is None when jitter was not applied.
-
-    `jitter` holds (brightness, contrast, saturation, hue) factors applied in `jitter_order` (indices into it).
-    """
-
-    jitter: tuple[float, float, float, float] | None
-    jitter_order: tuple[int, ...]
-    grayscale: bool
-    blur_radius: float | None
-    solarize: bool
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from croc_utils.checkpoint import save_checkpoint
+from croc_utils.atomic_io import save_checkpoint
 from croc_utils.cli import bool_flag
 from croc_utils.distributed import fix_random_seeds
 from eval.features import (

@@ -32,7 +32,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
-from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_tensors(image, mask) -> tuple[torch.Tensor, torch.Tensor]:

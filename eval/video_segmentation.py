@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 from eval.features import add_backbone_args, load_backbone, patch_features, run_cli
 from eval.metrics import DAVIS_MEASURES, davis_scores, sequence_jf
 from eval.seg_datasets import DAVIS2017

@@ -21,8 +21,9 @@ from PIL import Image, ImageDraw
 from croc_utils.checkpoint import load_checkpoint
 from croc_utils.cli import bool_flag
 from croc_utils.clustering import ClusteringConfig, cluster_views
+from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 from croc_utils.synthetic import SCENE_STYLES, SyntheticScenes
-from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CrOCAugmentation
+from croc_utils.transforms import CrOCAugmentation
 from eval.features import add_backbone_args, load_backbone, run_cli
 
 CLUSTER_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],

@@ -1,14 +1,13 @@
 """CrOC networks: DINO-configured timm ViTs with per-head keys, the CrOC head, and the hub entry points."""
 
+from croc_utils.architectures import ARCH_CONFIGS, ARCH_NAMES, canonical_arch
+
 from .head import CrOCHead, CrOCNetwork, NetworkOutput
 from .hub import croc_vit, croc_vits16, croc_vits16_full
 from .vision_transformer import (
-    ARCH_CONFIGS,
-    ARCH_NAMES,
     BackboneOutput,
     CrOCViT,
     build_backbone,
-    canonical_arch,
     vit_base,
     vit_pico,
     vit_small,

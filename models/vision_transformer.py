@@ -16,15 +16,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-ARCH_CONFIGS = {
-    # [new] for small-scale runs on a CPU (docs/algorithm.md section 2; README "Does it learn?" for why this size)
-    "vit_pico": dict(embed_dim=128, num_heads=2, depth=4),
-    "vit_tiny": dict(embed_dim=192, num_heads=3, depth=12),
-    "vit_small": dict(embed_dim=384, num_heads=6, depth=12),
-    "vit_base": dict(embed_dim=768, num_heads=12, depth=12),
-}
-# The released CLI also accepts deit_* names, which mean the same networks.
-ARCH_NAMES = (*ARCH_CONFIGS, "deit_tiny", "deit_small")
+from croc_utils.architectures import ARCH_CONFIGS, canonical_arch
+
 QKV_INDEX = {"q": 0, "k": 1, "v": 2}
 WHICH_FEATURES = ("k", "q", "v", "last")
 
@@ -159,14 +152,6 @@ def vit_small(patch_size: int = 16, drop_path_rate: float = 0.0, which_features:
 def vit_base(patch_size: int = 16, drop_path_rate: float = 0.0, which_features: str = "k", **kwargs) -> CrOCViT:
     """ViT-B: D=768, H=12, depth 12."""
     return _vit("vit_base", patch_size, drop_path_rate, which_features, **kwargs)
-
-
-def canonical_arch(arch: str) -> str:
-    """``deit_*`` -> ``vit_*`` as the released code maps them; ValueError for an unknown name."""
-    name = arch.replace("deit", "vit")
-    if name not in ARCH_CONFIGS:
-        raise ValueError(f"--arch: unknown architecture {arch!r}; choose one of {sorted(ARCH_CONFIGS)}")
-    return name
 
 
 def build_backbone(arch: str, **kwargs) -> CrOCViT:

@@ -13,22 +13,26 @@ import pytest
 import torch
 from torch import nn
 
+from croc_utils.atomic_io import DiskFullError, atomic_write, is_out_of_space, save_checkpoint
 from croc_utils.checkpoint import (
     CheckpointError,
-    DiskFullError,
-    atomic_write,
-    is_out_of_space,
+    backbone_state_dict,
+    load_backbone_state,
     load_checkpoint,
-    load_pretrained_backbone,
     network_state,
     restart_from_checkpoint,
     resume_position,
-    save_checkpoint,
 )
 from croc_utils.optim import build_optimizer, get_params_groups
 from models import CrOCHead, CrOCNetwork, vit_small, vit_tiny
 
 OUT_DIM, OUT_DIM_C, DEPTH = 64, 32, 2
+
+
+def load_for_eval(model, path, checkpoint_key="teacher"):
+    """What the evaluators do with a weights file: read it, take its backbone, load that into ``model``."""
+    state = backbone_state_dict(load_checkpoint(path), checkpoint_key, path)
+    return load_backbone_state(model, state, path, checkpoint_key)
 
 
 def make_network(seed=0, arch=vit_tiny):
@@ -89,7 +93,7 @@ def test_released_layout_loads_and_matches(tmp_path):
     torch.testing.assert_close(student.backbone.norm.weight, ckpt["student"]["module.backbone.norm.weight"])
     # A backbone-only load for evaluation gives the same keys as the full load.
     eval_model = vit_tiny(depth=DEPTH).eval()
-    msg = load_pretrained_backbone(eval_model, path)
+    msg = load_for_eval(eval_model, path)
     assert "missing []" in msg
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -160,7 +164,7 @@ def test_other_architecture_is_a_clear_error(tmp_path):
     path = str(tmp_path / "small.pth")
     torch.save({"teacher": {"backbone." + k: v for k, v in vit_small(depth=DEPTH).state_dict().items()}}, path)
     with pytest.raises(CheckpointError, match="another architecture"):
-        load_pretrained_backbone(vit_tiny(depth=DEPTH), path)
+        load_for_eval(vit_tiny(depth=DEPTH), path)
     with pytest.raises(CheckpointError, match="another architecture"):
         restart_from_checkpoint(path, teacher=make_network())
 
@@ -242,11 +246,11 @@ def test_bare_backbone_and_missing_key(tmp_path):
     src = vit_tiny(depth=DEPTH)
     torch.save(src.state_dict(), path)
     dst = vit_tiny(depth=DEPTH)
-    load_pretrained_backbone(dst, path)
+    load_for_eval(dst, path)
     torch.testing.assert_close(dst.pos_embed, src.pos_embed)
     with pytest.raises(CheckpointError, match="checkpoint_key"):
         torch.save({"student": {}, "epoch": 1}, path)
-        load_pretrained_backbone(dst, path, checkpoint_key="teacher")
+        load_for_eval(dst, path, checkpoint_key="teacher")
 
 
 def test_saved_checkpoint_has_the_mode_of_an_ordinary_new_file(tmp_path):

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from croc_utils.checkpoint import DiskFullError
+from croc_utils.atomic_io import DiskFullError
 from croc_utils.logging import MetricLogger, append_log_line, read_log, trim_log
 
 

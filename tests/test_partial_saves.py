@@ -4,7 +4,8 @@ import os
 import subprocess
 import sys
 
-from croc_utils.checkpoint import is_partial_save, load_checkpoint, remove_partial_saves
+from croc_utils.atomic_io import is_partial_save, remove_partial_saves
+from croc_utils.checkpoint import load_checkpoint
 from tests.test_train import ROOT, run, subprocess_env
 
 QUICK = ["--saveckp_freq", "0", "--global_crops_size", "32", "--synthetic_size", "64"]
@@ -14,7 +15,7 @@ QUICK = ["--saveckp_freq", "0", "--global_crops_size", "32", "--synthetic_size",
 KILLED_SAVE = """
 import os, signal, sys
 import torch
-from croc_utils.checkpoint import save_checkpoint
+from croc_utils.atomic_io import save_checkpoint
 
 def dying_save(obj, f):
     f.write(b"PK\\x03\\x04" + bytes(1 << 20))  # the start of a zip, as torch.save writes it

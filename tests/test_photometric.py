@@ -11,29 +11,31 @@ import torchvision.transforms.v2.functional as TVF
 from PIL import Image
 from torch.utils.data import default_collate
 
-from croc_utils.photometric import (
+from croc_utils.colour import (
     BLUR_KERNEL_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     PARAMS_LENGTH,
+    ColourParams,
+    colour_params_tensor,
+    pack_colour_params,
+    unpack_colour_params,
+)
+from croc_utils.photometric import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     apply_photometric,
-    colour_params_tensor,
     gaussian_blur,
-    pack_colour_params,
     rgb_to_grayscale,
     solarize,
-    unpack_colour_params,
 )
 from croc_utils.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     JITTER_RANGES,
     LOCAL_COLOUR,
     VIEW1_COLOUR,
     VIEW2_COLOUR,
-    ColourParams,
     apply_colour,
     sample_colour_params,
 )

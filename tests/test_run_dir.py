@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import main_croc
-from croc_utils.checkpoint import load_checkpoint, save_checkpoint
+from croc_utils.atomic_io import save_checkpoint
+from croc_utils.checkpoint import load_checkpoint
 from croc_utils.run_dir import LOCK_NAME, OutputDirError, RunDir, RunLock, choose_resume, this_process
 from tests.test_distributed import _join_group, _run_two
 from tests.test_train import SMALL

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from croc_utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 from eval.seg_transforms import (
     EvalTransform,
     LCTrainTransform,

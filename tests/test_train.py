@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import main_croc
-from croc_utils.checkpoint import load_checkpoint, save_checkpoint
+from croc_utils.atomic_io import save_checkpoint
+from croc_utils.checkpoint import load_checkpoint
 from croc_utils.distributed import StepStatus
 from croc_utils.optim import cosine_scheduler
 from croc_utils.parser import parse_args

@@ -9,14 +9,12 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD, ColourParams
 from croc_utils.transforms import (
-    IMAGENET_MEAN,
     JITTER_RANGES,
-    IMAGENET_STD,
     LOCAL_COLOUR,
     VIEW1_COLOUR,
     VIEW2_COLOUR,
-    ColourParams,
     ColourPipeline,
     CrOCAugmentation,
     CropBox,
@@ -218,7 +216,8 @@ def test_jitter_strength_scales_brightness_contrast_saturation(strength):
     jitters = np.array([sample_colour_params(pipeline, gen).jitter for _ in range(3000)])
     expected_low = [1 - 0.4 * strength, 1 - 0.4 * strength, 1 - 0.2 * strength, -0.1]
     expected_high = [1 + 0.4 * strength, 1 + 0.4 * strength, 1 + 0.2 * strength, 0.1]
-    assert np.allclose(jitters.min(0), expected_low, atol=0.02) and np.allclose(jitters.max(0), expected_high, atol=0.02)
+    assert np.allclose(jitters.min(0), expected_low, atol=0.02)
+    assert np.allclose(jitters.max(0), expected_high, atol=0.02)
     assert ColourPipeline(blur_p=0.0).jitter_ranges == JITTER_RANGES  # strength 1: the released ranges, exactly
 
 
@@ -267,7 +266,7 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_device_colour_path_draws_the_same_views():
     """--augment_on device: the same boxes, flips, positions and colour draws; uint8 crops, packed colour rows."""
-    from croc_utils.photometric import colour_params_tensor
+    from croc_utils.colour import colour_params_tensor
 
     kwargs = dict(local_crops_number=1, local_crops_scale=(0.05, 0.4), local_crops_size=16)
     cpu = CrOCAugmentation((0.25, 1.0), 32, 16, **kwargs)

@@ -1,0 +1,43 @@
+"""The student and teacher networks of a run's arguments (docs/algorithm.md section 2)."""
+
+import torch
+from torch import nn
+
+from croc_utils.checkpoint import unwrap
+
+from .head import CrOCHead, CrOCNetwork
+from .vision_transformer import build_backbone
+
+
+def build_network(args, *, drop_path_rate: float) -> CrOCNetwork:
+    """Backbone (``--arch``, ``--patch_size``, ``--which_features``) + head (``--out_dim``, ``--out_dim_c``, ...)."""
+    backbone = build_backbone(args.arch, patch_size=args.patch_size, drop_path_rate=drop_path_rate,
+                              which_features=args.which_features)
+    # --head_*_dim are ours: the saved args of older runs (and released checkpoints) lack them, and mean the default
+    sizes = {key: getattr(args, f"head_{key}") for key in ("hidden_dim", "bottleneck_dim")
+             if hasattr(args, f"head_{key}")}
+    head = CrOCHead(backbone.embed_dim, args.out_dim, args.out_dim_c, use_bn=args.use_bn_in_head,
+                    norm_last_layer=args.norm_last_layer, **sizes)
+    return CrOCNetwork(backbone, head)
+
+
+def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
+    """Student (wrapped in DDP when ``args.distributed``) and teacher: equal weights, the teacher frozen.
+
+    DDP broadcasts rank 0's weights when it wraps the student, so the teacher is copied afterwards. With
+    ``--compile`` both backbones are compiled in place (their state-dict names do not change).
+    """
+    student = build_network(args, drop_path_rate=args.drop_path_rate).to(device)
+    teacher = build_network(args, drop_path_rate=0.0).to(device)
+    if args.distributed and args.use_bn_in_head:
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+    if args.distributed:
+        student = nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    teacher.load_state_dict(unwrap(student).state_dict(), strict=True)
+    teacher.requires_grad_(False)
+    if args.compile:
+        unwrap(student).backbone.compile()
+        teacher.backbone.compile()
+    return student, teacher
