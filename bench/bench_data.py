@@ -131,63 +131,38 @@ def agreement(files: list[str], grid_size: int) -> float:
     return worst
 
 
-def patch_labels(mask: np.ndarray, patch: int, classes: int) -> torch.Tensor:
-    """Majority class of every patch of a mask (H, W) -> (H/p * W/p,), row-major."""
-    g = mask.shape[0] // patch
-    blocks = mask.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
-    counts = (blocks[..., None] == np.arange(classes)).sum(1)  # (g*g, classes)
-    return torch.from_numpy(counts.argmax(1))
-
-
-def dataset_miou(pred: torch.Tensor, label: torch.Tensor, classes: int) -> float:
-    """IoU per class from dataset-level TP/FP/FN, averaged over classes."""
-    inter = torch.stack([((pred == c) & (label == c)).sum() for c in range(classes)])
-    union = torch.stack([((pred == c) | (label == c)).sum() for c in range(classes)])
-    return float((inter / union.clamp(min=1)).mean())
-
-
-def linear_probe(train: torch.Tensor, train_y: torch.Tensor, val: torch.Tensor, classes: int, steps: int = 300):
-    """Full-batch Adam on standardised features; returns the val predictions."""
-    mean, std = train.mean(0), train.std(0) + 1e-6
-    head = torch.nn.Linear(train.shape[1], classes)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(head((train - mean) / std), train_y).backward()
-        opt.step()
-    with torch.no_grad():
-        return head((val - mean) / std).argmax(1)
-
-
 def synthetic_probe(num_train: int = 200, num_val: int = 80) -> dict:
-    """Patch-level linear-probe mIoU on the synthetic scenes: random-init ViT-S/16 tokens vs raw patch pixels."""
+    """Linear-probe mIoU on the synthetic scenes (``eval.probe``'s probe, one seed): random-init ViT-S/16 patch
+    tokens vs raw patch pixels, beside an all-background prediction."""
     from croc_utils.synthetic import SYNTHETIC_CLASSES, SyntheticScenes
     from croc_utils.transforms import normalize
+    from eval.metrics import confusion_matrix, segmentation_scores
+    from eval.probe import ProbeConfig, cache_features, run_linear_probe
     from models import vit_small
 
     torch.manual_seed(0)
-    classes, patch = len(SYNTHETIC_CLASSES), 16
+    names, patch = list(SYNTHETIC_CLASSES), 16
 
     def load(split, count):
         scenes = SyntheticScenes(split, count, 224, seed=0)
         items = [scenes[i] for i in range(count)]
         images = torch.stack([normalize(img) for img, _ in items])  # (n, 3, 224, 224)
-        return images, torch.cat([patch_labels(mask, patch, classes) for _, mask in items])
+        return images, torch.stack([torch.as_tensor(mask, dtype=torch.uint8) for _, mask in items])  # (n, 224, 224)
 
     (x_train, y_train), (x_val, y_val) = load("train", num_train), load("val", num_val)
     model = vit_small(patch_size=patch).eval()
+    cfg = ProbeConfig(n_train=num_train, seeds=(0,))
 
-    def tokens(x):
-        with torch.no_grad():
-            return torch.cat([model(b).tokens[:, 1:] for b in x.split(50)]).flatten(0, 1)  # (n*196, 384)
+    def tokens(x):  # (n, 384, 14, 14)
+        return cache_features(model, x, batch_size=50)
 
-    def pixels(x):
-        return x.unfold(2, patch, patch).unfold(3, patch, patch).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(0, 2)
+    def pixels(x):  # (n, 3 * 16 * 16, 14, 14)
+        return F.pixel_unshuffle(x, patch)
 
     def probe(features):
-        return dataset_miou(linear_probe(features(x_train), y_train, features(x_val), classes), y_val, classes)
+        return run_linear_probe(features(x_train), y_train, features(x_val), y_val, names, seed=0, cfg=cfg)["miou"]
 
-    baseline = dataset_miou(torch.zeros_like(y_val), y_val, classes)
+    baseline = segmentation_scores(confusion_matrix(torch.zeros_like(y_val), y_val, len(names)), names)["miou"]
     return {"all_background": baseline, "raw_patch_pixels": probe(pixels), "random_vit_small": probe(tokens)}
 
 
@@ -203,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.probe:
         for name, value in synthetic_probe().items():
-            print(f"synthetic val patch mIoU, linear probe on {name}: {100 * value:.1f}%")
+            print(f"synthetic val pixel mIoU, linear probe on {name}: {100 * value:.1f}%")
         return
     if args.child:
         files = sorted(os.path.join(args.files_dir, f) for f in os.listdir(args.files_dir))

@@ -33,11 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from croc_utils.cli import default_device
 from croc_utils.logging import read_log as read_training_log
 from croc_utils.synthetic import SyntheticScenes
-from eval.dense_probe import ProbeConfig, evaluate_backbone, evaluate_features, synthetic_probe_data
-from eval.features import default_device, load_backbone
+from eval.probe import ProbeConfig, evaluate_backbone, evaluate_features
 from eval.probe_baselines import FLOORS, SupervisedConfig, floor_features, train_supervised
+from eval.probe_data import synthetic_probe_data
+from models.pretrained import load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]  # the training runs use this checkout: cwd and PYTHONPATH
 

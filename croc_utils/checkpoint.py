@@ -259,19 +259,3 @@ def backbone_state_dict(ckpt: Mapping, checkpoint_key: str = "teacher", path: st
                               f"set --checkpoint_key")
     state = from_released_names(state, strip=("module.", "backbone."))
     return {k: v for k, v in state.items() if not k.startswith("head.") and isinstance(v, torch.Tensor)}
-
-
-def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str,
-                        checkpoint_key: str = "teacher") -> str:
-    """Load a ``backbone_state_dict`` into ``model``; returns a one-line load message.
-
-    Raises CheckpointError when no weight fits or an architecture differs (e.g. vit_small weights into vit_tiny).
-    """
-    _check_shapes(model, state, path, "the backbone")
-    own = model.state_dict()
-    if not any(key in own for key in state):
-        raise CheckpointError(f"{path}: no ViT weights found (checkpoint_key '{checkpoint_key}'; keys like "
-                              f"{list(state)[:3]})")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    return (f"loaded {path} [{checkpoint_key}]: {len(own) - len(missing)}/{len(own)} tensors, missing {missing}, "
-            f"unexpected {unexpected}")

@@ -1,6 +1,12 @@
 """Command-line helpers shared by the training script, the evaluators and the benchmarks."""
 
 import argparse
+import sys
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["OneLineErrorParser", "bool_flag", "default_device", "run_cli"]
 
 
 def bool_flag(s: str) -> bool:
@@ -17,3 +23,21 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser, argv=None):
+    """Parse ``argv`` and run ``main``; bad input (missing file, bad checkpoint, bad value) ends in one line.
+
+    A checkpoint that cannot be used raises ``croc_utils.checkpoint.CheckpointError``, a ValueError.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)

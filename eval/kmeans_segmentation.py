@@ -21,147 +21,44 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from eval.features import add_backbone_args, extract_features, load_backbone, run_cli
-from eval.metrics import cluster_class_counts, confusion_matrix, hungarian_match, many_to_one_match, segmentation_scores
+from croc_utils.cli import run_cli
+from eval.features import add_backbone_args, extract_features
+from eval.kmeans import kmeans, resize_nearest, score_clusters, standardize_pca
 from eval.seg_datasets import DATASETS, build_segmentation_dataset
 from eval.seg_transforms import EvalTransform
-
-CHUNK = 65536  # rows per distance block: bounds memory at CHUNK x K floats
+from models.pretrained import load_backbone
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("kmeans_segmentation", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
-    parser.add_argument("--dataset", default="voc", choices=DATASETS)
-    parser.add_argument("--data_path", default="", type=str)
-    parser.add_argument("--input_size", default=448, type=int)
-    parser.add_argument("--n_last_blocks", default=4, type=int)
-    parser.add_argument("--pca_dim", default=50, type=int)
-    parser.add_argument("--n_clusters", default=[0], type=int, nargs="+",
-                        help="K values to evaluate; 0 = number of classes (Hungarian). Default: 0.")
-    parser.add_argument("--n_seeds", default=5, type=int, help="K-means runs averaged. Default: 5.")
-    parser.add_argument("--n_iter", default=100, type=int)
-    parser.add_argument("--n_restarts", default=5, type=int, help="Restarts per run, lowest inertia kept.")
-    parser.add_argument("--mask_size", default=100, type=int, help="Side of the comparison grid. Default: 100.")
-    parser.add_argument("--batch_size", default=32, type=int)
-    parser.add_argument("--num_workers", default=4, type=int)
-    parser.add_argument("--synthetic_val_images", default=50, type=int)
-    parser.add_argument("--seed", default=0, type=int, help="Base seed: run i uses seed + i.")
-    parser.add_argument("--output_dir", default=".", type=str)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="voc", choices=DATASETS, help="Dataset. Default: voc.")
+    data.add_argument("--data_path", default="", type=str,
+                      help="Root of the dataset (not for synthetic). Default: empty.")
+    data.add_argument("--input_size", default=448, type=int, help="Side of the val inputs. Default: 448.")
+    data.add_argument("--synthetic_val_images", default=50, type=int,
+                      help="Val scenes of --dataset synthetic. Default: 50.")
+    data.add_argument("--batch_size", default=32, type=int, help="Images per feature batch. Default: 32.")
+    data.add_argument("--num_workers", default=4, type=int, help="Data loader workers. Default: 4.")
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument("--n_last_blocks", default=4, type=int,
+                          help="Blocks whose patch tokens are concatenated. Default: 4.")
+    protocol.add_argument("--pca_dim", default=50, type=int, help="PCA dimensions after standardising. Default: 50.")
+    protocol.add_argument("--n_clusters", default=[0], type=int, nargs="+",
+                          help="K values to evaluate; 0 = number of classes (Hungarian). Default: 0.")
+    protocol.add_argument("--n_seeds", default=5, type=int, help="K-means runs averaged. Default: 5.")
+    protocol.add_argument("--n_iter", default=100, type=int, help="Lloyd iterations per run. Default: 100.")
+    protocol.add_argument("--n_restarts", default=5, type=int,
+                          help="Restarts per run, lowest inertia kept. Default: 5.")
+    protocol.add_argument("--mask_size", default=100, type=int, help="Side of the comparison grid. Default: 100.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", default=0, type=int, help="Base seed: run i uses seed + i. Default: 0.")
+    run.add_argument("--output_dir", default=".", type=str,
+                     help="Where kmeans_results.json goes. Default: the current folder.")
     return parser
-
-
-# ===== standardise + PCA =====
-
-def standardize_pca(x: torch.Tensor, dim: int, device: str | torch.device | None = None) -> torch.Tensor:
-    """Rows (N, D) -> (N, dim) float32 on ``device``: each column standardised (zero mean, unit variance), then
-    projected on the ``dim`` leading principal axes (largest eigenvalue first).
-
-    Moments are accumulated in float64 over row chunks, so ``x`` may stay on the CPU in float16 while the work runs
-    on the accelerator; the standardised matrix is never materialised in full.
-    """
-    device = x.device if device is None else device
-    n, d = x.shape
-    s1 = torch.zeros(d, dtype=torch.float64, device=device)
-    s2 = torch.zeros(d, d, dtype=torch.float64, device=device)
-    for chunk in x.split(CHUNK):
-        chunk = chunk.to(device, torch.float64)
-        s1 += chunk.sum(0)
-        s2 += chunk.T @ chunk
-    mean = s1 / n
-    cov = s2 / n - torch.outer(mean, mean)
-    std = cov.diagonal().clamp_min(0).sqrt().clamp_min(1e-8)
-    _, vecs = torch.linalg.eigh(cov / torch.outer(std, std))  # correlation = covariance of the standardised data
-    axes = (vecs[:, -dim:].flip(1) / std[:, None]).float()  # eigh sorts ascending; fold 1/std into the axes
-    shift = (mean.float() @ axes)
-    return torch.cat([chunk.to(device, torch.float32) @ axes - shift for chunk in x.split(CHUNK)])
-
-
-# ===== K-means =====
-
-def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of each row: (labels (N,), squared distance (N,)), in row chunks."""
-    c_sq = (centroids * centroids).sum(1)
-    labels, dists = [], []
-    for chunk in x.split(CHUNK):
-        d = (chunk * chunk).sum(1, keepdim=True) - 2 * chunk @ centroids.T + c_sq  # (n, K)
-        dist, lab = d.min(1)
-        labels.append(lab)
-        dists.append(dist.clamp_min(0))
-    return torch.cat(labels), torch.cat(dists)
-
-
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: first centre uniform, each next one drawn with probability ~ squared distance to the
-    nearest centre chosen so far. ``generator`` lives on ``x``'s device. Returns (k, D)."""
-    n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator, device=x.device)
-    centroids = [x[first[0]]]
-    closest = ((x - centroids[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        weights = closest if closest.sum() > 0 else torch.ones_like(closest)  # all points on centres: uniform
-        idx = torch.multinomial(weights, 1, generator=generator)
-        centroids.append(x[idx[0]])
-        closest = torch.minimum(closest, ((x - centroids[-1]) ** 2).sum(1))
-    return torch.stack(centroids)
-
-
-def lloyd(x: torch.Tensor, centroids: torch.Tensor, n_iter: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Lloyd iterations from ``centroids`` until ``n_iter`` or no label changes.
-
-    An emptied cluster is moved onto the point currently farthest from its centre, so K stays K.
-    Returns (labels (N,), centroids (K, D), inertia).
-    """
-    k = centroids.shape[0]
-    labels, dist = assign(x, centroids)
-    for _ in range(n_iter):
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k)
-        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
-        empty = (counts == 0).nonzero().flatten()
-        if empty.numel():
-            centroids[empty] = x[dist.topk(empty.numel()).indices]
-        new_labels, dist = assign(x, centroids)
-        if torch.equal(new_labels, labels):
-            break
-        labels = new_labels
-    return labels, centroids, float(dist.sum())
-
-
-def kmeans(x: torch.Tensor, k: int, n_iter: int = 100, n_restarts: int = 5, seed: int = 0) -> torch.Tensor:
-    """Cluster labels (N,) of the best (lowest inertia) of ``n_restarts`` k-means++ / Lloyd runs."""
-    if k > x.shape[0]:
-        raise ValueError(f"cannot make {k} clusters from {x.shape[0]} feature vectors")
-    generator = torch.Generator(device=x.device).manual_seed(seed)  # on the data's device: no host round trips
-    best_labels, best_inertia = None, float("inf")
-    for _ in range(n_restarts):
-        labels, _, inertia = lloyd(x, kmeans_plus_plus(x, k, generator), n_iter)
-        if inertia < best_inertia:
-            best_labels, best_inertia = labels, inertia
-    return best_labels
-
-
-# ===== scoring =====
-
-def resize_nearest(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Label maps (N, h, w) -> (N, size, size), nearest neighbour."""
-    return F.interpolate(maps[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
-
-
-def score_clusters(cluster_maps: torch.Tensor, masks: torch.Tensor, k: int, class_names: list[str]) -> dict:
-    """Match clusters to classes over the whole set and score: cluster maps and masks (N, S, S) at the same size.
-
-    Hungarian (one-to-one on IoU) when k <= #classes, precision-based many-to-one otherwise.
-    """
-    n_classes = len(class_names)
-    counts = cluster_class_counts(cluster_maps, masks, k, n_classes)
-    mapping = hungarian_match(counts) if k <= n_classes else many_to_one_match(counts)
-    pred = mapping.to(cluster_maps.device)[cluster_maps]
-    scores = segmentation_scores(confusion_matrix(pred, masks, n_classes), class_names)
-    return {**scores, "matching": "hungarian" if k <= n_classes else "many-to-one", "mapping": mapping.tolist()}
 
 
 def run_kmeans_eval(feats: torch.Tensor, masks: torch.Tensor, class_names: list[str], n_clusters: list[int],

@@ -33,19 +33,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from croc_utils.atomic_io import save_checkpoint
-from croc_utils.cli import bool_flag
+from croc_utils.cli import bool_flag, run_cli
 from croc_utils.distributed import fix_random_seeds
-from eval.features import (
-    add_backbone_args,
-    extract_features,
-    feature_cache_gb,
-    load_backbone,
-    patch_features,
-    run_cli,
-)
+from eval.features import add_backbone_args, extract_features, feature_cache_gb, patch_features
 from eval.metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
 from eval.seg_datasets import DATASETS, build_segmentation_dataset, mask_fix_warning
 from eval.seg_transforms import EvalTransform, LCTrainTransform, LeopartEvalTransform, LeopartTrainTransform
+from models.pretrained import load_backbone
 
 # Per-protocol defaults; the CLI overrides epochs / lr / batch_size / n_last_blocks.
 PROTOCOLS = {
@@ -58,36 +52,45 @@ PROTOCOLS = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("linear_segmentation", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
-    parser.add_argument("--dataset", default="voc", choices=DATASETS, help="Evaluation dataset. Default: voc.")
-    parser.add_argument("--data_path", default="", type=str, help="Dataset root (not needed for synthetic).")
-    parser.add_argument("--protocol", default="lc", choices=sorted(PROTOCOLS),
-                        help="lc: the authors' protocol (docs/evaluation.md section 1, default); leopart: section 1b.")
-    parser.add_argument("--n_last_blocks", default=None, type=int,
-                        help="Concatenate the patch tokens of the last n blocks. Default: 2 (lc), 1 (leopart).")
-    parser.add_argument("--input_size", default=448, type=int, help="Square input side in pixels. Default: 448.")
-    parser.add_argument("--epochs", default=None, type=int, help="Default: 60 (lc), 25 (leopart).")
-    parser.add_argument("--lr", default=None, type=float, help="Default: 0.1 Adam (lc), 0.01 SGD (leopart).")
-    parser.add_argument("--batch_size", default=None, type=int, help="Default: 16 (lc), 120 (leopart).")
-    parser.add_argument("--num_workers", default=4, type=int, help="Data-loading processes. Default: 4.")
-    parser.add_argument("--train_aug", default=True, type=bool_flag,
-                        help="Protocol's train augmentation (true, faithful). false: plain resize, which lets the "
-                             "train features be cached (faster, not the protocol).")
-    parser.add_argument("--border_label", default=0, type=int,
-                        help="LC train: label of the pixels the scale/rotation brings in from outside the image. 0 "
-                             "(default) as the authors' fork (VOC background, COCO's first super-category); 255 "
-                             "ignores them in the loss.")
-    parser.add_argument("--cache_max_gb", default=16.0, type=float,
-                        help="Largest feature cache (CPU) to keep; 0 disables caching. Default: 16.")
-    parser.add_argument("--cache_dtype", default="float32", choices=["float32", "float16"],
-                        help="Precision of cached features. float32 (default) keeps the features as computed; "
-                             "float16 halves the memory.")
-    parser.add_argument("--coco_train_fraction", default=None, type=float,
-                        help="Fraction of COCO train2017 used (fixed subset, seed 400). Default: 1 (lc), 0.1 "
-                             "(leopart).")
-    parser.add_argument("--synthetic_train_images", default=200, type=int)
-    parser.add_argument("--synthetic_val_images", default=50, type=int)
-    parser.add_argument("--seed", default=0, type=int)
-    parser.add_argument("--output_dir", default=".", type=str, help="Where results.json and the heads go.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="voc", choices=DATASETS, help="Evaluation dataset. Default: voc.")
+    data.add_argument("--data_path", default="", type=str,
+                      help="Dataset root (not needed for synthetic). Default: empty.")
+    data.add_argument("--input_size", default=448, type=int, help="Square input side in pixels. Default: 448.")
+    data.add_argument("--coco_train_fraction", default=None, type=float,
+                      help="Fraction of COCO train2017 used (fixed subset, seed 400). Default: 1 (lc), 0.1 "
+                           "(leopart).")
+    data.add_argument("--synthetic_train_images", default=200, type=int,
+                      help="Train scenes of --dataset synthetic. Default: 200.")
+    data.add_argument("--synthetic_val_images", default=50, type=int,
+                      help="Val scenes of --dataset synthetic. Default: 50.")
+    data.add_argument("--num_workers", default=4, type=int, help="Data-loading processes. Default: 4.")
+    probe = parser.add_argument_group("protocol and probe")
+    probe.add_argument("--protocol", default="lc", choices=sorted(PROTOCOLS),
+                       help="lc: the authors' protocol (docs/evaluation.md section 1, default); leopart: section 1b.")
+    probe.add_argument("--n_last_blocks", default=None, type=int,
+                       help="Concatenate the patch tokens of the last n blocks. Default: 2 (lc), 1 (leopart).")
+    probe.add_argument("--epochs", default=None, type=int, help="Default: 60 (lc), 25 (leopart).")
+    probe.add_argument("--lr", default=None, type=float, help="Default: 0.1 Adam (lc), 0.01 SGD (leopart).")
+    probe.add_argument("--batch_size", default=None, type=int, help="Default: 16 (lc), 120 (leopart).")
+    probe.add_argument("--train_aug", default=True, type=bool_flag,
+                       help="Protocol's train augmentation (true, faithful; default). false: plain resize, which lets "
+                            "the train features be cached (faster, not the protocol).")
+    probe.add_argument("--border_label", default=0, type=int,
+                       help="LC train: label of the pixels the scale/rotation brings in from outside the image. 0 "
+                            "(default) as the authors' fork (VOC background, COCO's first super-category); 255 "
+                            "ignores them in the loss.")
+    speed = parser.add_argument_group("feature cache")
+    speed.add_argument("--cache_max_gb", default=16.0, type=float,
+                       help="Largest feature cache (CPU) to keep; 0 disables caching. Default: 16.")
+    speed.add_argument("--cache_dtype", default="float32", choices=["float32", "float16"],
+                       help="Precision of cached features. float32 (default) keeps the features as computed; "
+                            "float16 halves the memory.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", default=0, type=int,
+                     help="Seed of the run (head, data order, views, synthetic scenes). Default: 0.")
+    run.add_argument("--output_dir", default=".", type=str,
+                     help="Where results.json and the heads go. Default: the current folder.")
     return parser
 
 

@@ -18,9 +18,9 @@ import json
 import math
 import os
 
+from croc_utils.cli import run_cli
 from croc_utils.logging import read_log
 from croc_utils.monitor import ENTROPY_REL_TOL, KL_MAX
-from eval.features import run_cli
 
 # (title, [(log key, legend)], name of the args.json size whose ln is drawn as the uniform level, or None)
 PANELS = [

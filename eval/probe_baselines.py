@@ -1,7 +1,7 @@
 """Floors and a ceiling for the dense probe: what a linear probe reads without learning, and with labels.
 
 docs/evaluation.md section 4. Every reference below goes through the same linear probe as a pretrained backbone
-(``eval.dense_probe.evaluate_features``), on the same pool and val images, so its score is directly comparable:
+(``eval.probe.evaluate_features``), on the same pool and val images, so its score is directly comparable:
 
 * ``majority``: a constant feature, so the probe can only learn the class prior and predicts the majority class;
 * ``mean_colour``: the mean RGB of each patch;
@@ -22,7 +22,7 @@ from torch import nn
 
 from croc_utils.synthetic import SyntheticScenes
 from croc_utils.transforms import GLOBAL_CROPS_SCALE, sample_crop_box
-from eval.dense_probe import patch_class_fractions, soft_cross_entropy
+from eval.probe import patch_class_fractions, soft_cross_entropy
 from eval.seg_transforms import to_tensors
 from models import build_backbone
 

@@ -43,7 +43,7 @@ def to_tensors(image, mask) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ===== LC: the fork's OpenCV resampling =====
 
-# OpenCV is imported where it is used: the synthetic probe (eval.dense_probe), whose scenes are drawn at the probe's
+# OpenCV is imported where it is used: the synthetic probe (eval.probe_data), whose scenes are drawn at the probe's
 # size, then never needs it, so it also runs where OpenCV is not installed (e.g. a lent GPU machine).
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

@@ -28,24 +28,33 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from croc_utils.cli import run_cli
 from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
-from eval.features import add_backbone_args, load_backbone, patch_features, run_cli
+from eval.features import add_backbone_args, patch_features
 from eval.metrics import DAVIS_MEASURES, davis_scores, sequence_jf
 from eval.seg_datasets import DAVIS2017
+from models.pretrained import load_backbone
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("video_segmentation", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
-    parser.add_argument("--data_path", required=True, type=str, help="DAVIS-2017 root (holding ImageSets/2017).")
-    parser.add_argument("--split", default="val", type=str, help="Sequence list ImageSets/2017/<split>.txt.")
-    parser.add_argument("--output_dir", default=".", type=str, help="Indexed PNGs go to <output_dir>/<sequence>/.")
-    parser.add_argument("--n_last_frames", default=7, type=int, help="Previous frames in the context. Default: 7.")
-    parser.add_argument("--size_mask_neighborhood", default=12, type=int,
-                        help="Neighbourhood radius in patches (0: no restriction). Default: 12.")
-    parser.add_argument("--topk", default=5, type=int, help="Source patches kept per target patch. Default: 5.")
-    parser.add_argument("--temperature", default=0.1, type=float, help="Affinity exp(cos / T). Default: 0.1.")
-    parser.add_argument("--short_side", default=480, type=int, help="Frame short side after resizing. Default: 480.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_path", required=True, type=str, help="DAVIS-2017 root (holding ImageSets/2017).")
+    data.add_argument("--split", default="val", type=str,
+                      help="Sequence list ImageSets/2017/<split>.txt. Default: val.")
+    data.add_argument("--short_side", default=480, type=int, help="Frame short side after resizing. Default: 480.")
+    protocol = parser.add_argument_group("propagation")
+    protocol.add_argument("--n_last_frames", default=7, type=int,
+                          help="Previous frames in the context. Default: 7.")
+    protocol.add_argument("--size_mask_neighborhood", default=12, type=int,
+                          help="Neighbourhood radius in patches (0: no restriction). Default: 12.")
+    protocol.add_argument("--topk", default=5, type=int, help="Source patches kept per target patch. Default: 5.")
+    protocol.add_argument("--temperature", default=0.1, type=float, help="Affinity exp(cos / T). Default: 0.1.")
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", default=".", type=str,
+                        help="Indexed PNGs go to <output_dir>/<sequence>/, the scores beside them. "
+                             "Default: the current folder.")
     return parser
 
 

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from croc_utils.checkpoint import load_checkpoint
-from croc_utils.cli import bool_flag
+from croc_utils.cli import bool_flag, run_cli
 from croc_utils.clustering import ClusteringConfig, cluster_views
 from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 from croc_utils.synthetic import SCENE_STYLES, SyntheticScenes
 from croc_utils.transforms import CrOCAugmentation
-from eval.features import add_backbone_args, load_backbone, run_cli
+from eval.features import add_backbone_args
+from models.pretrained import load_backbone
 
 CLUSTER_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                             [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
@@ -36,20 +37,26 @@ HEAT_ANCHORS = np.array([[0, 0, 4], [120, 28, 109], [237, 105, 37], [252, 255, 1
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("visualize_clusters", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
-    parser.add_argument("--image", default="", type=str, help="Image to draw; empty: a synthetic val scene.")
-    parser.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene.")
-    parser.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
-                        help="Layout of the synthetic scene (croc_utils.synthetic.SCENE_STYLES).")
-    parser.add_argument("--global_crops_size", default=224, type=int)
-    parser.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2)
-    parser.add_argument("--colour_aug", default=False, type=bool_flag,
-                        help="Apply the training colour pipeline to the views (default false: clean crops).")
-    parser.add_argument("--head", default=-1, type=int, help="Head to draw; -1: every head, one row each.")
+    data = parser.add_argument_group("image and views")
+    data.add_argument("--image", default="", type=str, help="Image to draw; empty (default): a synthetic val scene.")
+    data.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene. Default: 224.")
+    data.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
+                      help="Layout of the synthetic scene (croc_utils.synthetic.SCENE_STYLES). Default: default.")
+    data.add_argument("--global_crops_size", default=224, type=int, help="Side of the two views. Default: 224.")
+    data.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2,
+                      help="Area range of the view crops. Default: 0.25 1.0.")
+    data.add_argument("--colour_aug", default=False, type=bool_flag,
+                      help="Apply the training colour pipeline to the views (default false: clean crops).")
+    clustering = parser.add_argument_group("clustering")
+    clustering.add_argument("--head", default=-1, type=int,
+                            help="Head to draw; -1 (default): every head, one row each.")
     for setting in fields(ClusteringConfig):  # the training flags of the same names
-        parser.add_argument(f"--{setting.name}", default=None, type=bool_flag if setting.type is bool else setting.type,
-                            help=f"Default: the checkpoint's own (its saved args), else {setting.default}.")
-    parser.add_argument("--seed", default=0, type=int, help="Seed of the views and of the clustering seeds.")
-    parser.add_argument("--output", default="clusters.png", type=str, help="PNG to write.")
+        clustering.add_argument(f"--{setting.name}", default=None,
+                                type=bool_flag if setting.type is bool else setting.type,
+                                help=f"Default: the checkpoint's own (its saved args), else {setting.default}.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", default=0, type=int, help="Seed of the views and of the clustering seeds. Default: 0.")
+    run.add_argument("--output", default="clusters.png", type=str, help="PNG to write. Default: clusters.png.")
     return parser
 
 

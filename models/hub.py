@@ -20,12 +20,12 @@ from croc_utils.checkpoint import (
     CheckpointError,
     backbone_state_dict,
     from_released_names,
-    load_backbone_state,
     load_checkpoint,
     load_network_state,
 )
 
 from .head import CrOCHead, CrOCNetwork
+from .pretrained import load_backbone_state
 from .vision_transformer import CrOCViT, build_backbone, vit_small
 
 # name -> (URL of the authors' full checkpoint, file name in the hub cache); see README "Released checkpoints".

@@ -17,7 +17,6 @@ from croc_utils.atomic_io import DiskFullError, atomic_write, is_out_of_space, s
 from croc_utils.checkpoint import (
     CheckpointError,
     backbone_state_dict,
-    load_backbone_state,
     load_checkpoint,
     network_state,
     restart_from_checkpoint,
@@ -25,6 +24,7 @@ from croc_utils.checkpoint import (
 )
 from croc_utils.optim import build_optimizer, get_params_groups
 from models import CrOCHead, CrOCNetwork, vit_small, vit_tiny
+from models.pretrained import load_backbone_state
 
 OUT_DIM, OUT_DIM_C, DEPTH = 64, 32, 2
 

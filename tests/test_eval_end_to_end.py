@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from croc_utils.checkpoint import CheckpointError, load_checkpoint
+from croc_utils.cli import run_cli
 from croc_utils.synthetic import SYNTHETIC_CLASSES
 from eval import kmeans_segmentation, linear_segmentation, video_segmentation, visualize_clusters
-from eval.features import extract_features, feature_cache_gb, load_backbone, patch_features, run_cli
+from eval.features import extract_features, feature_cache_gb, patch_features
 from models import vit_small, vit_tiny
+from models.pretrained import load_backbone
 from tests.trees import blank_first_annotation, make_davis, make_vocdevkit, save_png, voc_mask
 
 SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64", "--num_workers", "0",

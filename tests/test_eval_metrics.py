@@ -1,4 +1,5 @@
-"""Metrics, matching, K-means / PCA, label propagation: hand-computed values and slow reference versions."""
+"""eval/metrics.py: mIoU, cluster matching and the DAVIS measures, hand-computed values and slow reference
+versions."""
 
 import math
 
@@ -6,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from eval.kmeans_segmentation import kmeans, standardize_pca
-from eval.linear_segmentation import head_logits
 from eval.metrics import (
     boundary_f_measure,
     boundary_map,
@@ -25,7 +24,6 @@ from eval.metrics import (
     segmentation_scores,
     sequence_jf,
 )
-from eval.video_segmentation import davis_palette, neighborhood_mask, propagate, target_size
 
 # ===== mIoU =====
 
@@ -299,85 +297,3 @@ def test_overall_statistics_average_objects_not_sequences():
     # an object without scored frames has NaN statistics, and a NaN is not skipped by the overall means (np.mean)
     with_nan = davis_scores({"a": one, "short": (torch.zeros(1, 0), torch.zeros(1, 0))})
     assert math.isnan(with_nan["per_object"]["short_1"]["J-Mean"]) and math.isnan(with_nan["J-Mean"])
-
-
-# ===== K-means and PCA =====
-
-
-def test_standardize_pca_matches_numpy_svd():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 6, generator=g) @ torch.randn(6, 6, generator=g) * 3 + 5
-    ours = standardize_pca(x.half(), 3).numpy()  # float16 storage, as the CPU cache holds features
-    xs = x.half().double().numpy()
-    z = (xs - xs.mean(0)) / xs.std(0)
-    _, _, vt = np.linalg.svd(z, full_matrices=False)
-    ref = z @ vt[:3].T
-    signs = np.sign((ours * ref).sum(0))  # principal axes are defined up to sign
-    np.testing.assert_allclose(ours, ref * signs, atol=1e-3, rtol=1e-3)
-
-
-def test_kmeans_separates_blobs():
-    g = torch.Generator().manual_seed(0)
-    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    truth = torch.arange(3).repeat_interleave(50)
-    x = centres[truth] + torch.randn(150, 2, generator=g)
-    labels = kmeans(x, 3, n_iter=50, n_restarts=2, seed=0)
-    mapping = hungarian_match(cluster_class_counts(labels, truth, 3, 3))
-    assert torch.equal(mapping[labels], truth)
-
-
-def test_kmeans_keeps_k_clusters_and_rejects_too_many():
-    x = torch.tensor([[0.0], [0.0], [0.0], [1.0]])
-    labels = kmeans(x, 2, n_iter=10, n_restarts=1, seed=0)
-    assert labels[3] != labels[0]
-    with pytest.raises(ValueError, match="clusters"):
-        kmeans(x, 5)
-
-
-# ===== linear head, propagation, palette =====
-
-
-def test_head_commutes_with_bilinear_resizing():
-    g = torch.Generator().manual_seed(0)
-    head = torch.nn.Conv2d(6, 3, 1)
-    feats = torch.randn(2, 6, 4, 4, generator=g)
-    via_grid = head_logits(head, feats, 100)
-    upsampled_first = head(torch.nn.functional.interpolate(feats, size=(100, 100), mode="bilinear"))
-    torch.testing.assert_close(via_grid, upsampled_first, atol=1e-5, rtol=1e-5)
-
-
-def slow_propagate(target, ctx_feats, ctx_labels, topk, temperature, allowed):
-    m, _, n = ctx_feats.shape
-    out = torch.zeros(ctx_labels.shape[1], n)
-    for t in range(n):
-        scores = [(math.exp(float(target[:, t] @ ctx_feats[i, :, s]) / temperature) * float(allowed[t, s]), i, s)
-                  for i in range(m) for s in range(n)]
-        kth = sorted((v for v, _, _ in scores), reverse=True)[topk - 1]
-        kept = [(v, i, s) for v, i, s in scores if v >= kth]
-        total = sum(v for v, _, _ in kept)
-        for v, i, s in kept:
-            out[:, t] += v / total * ctx_labels[i, :, s]
-    return out
-
-
-def test_propagate_matches_slow_loops():
-    g = torch.Generator().manual_seed(0)
-    h, w, m = 3, 4, 2
-    norm = torch.nn.functional.normalize
-    target = norm(torch.randn(5, h * w, generator=g), dim=0)
-    ctx = norm(torch.randn(m, 5, h * w, generator=g), dim=1)
-    labels = torch.softmax(torch.randn(m, 3, h * w, generator=g), dim=1)
-    allowed = neighborhood_mask(h, w, 1)
-    rows, cols = np.divmod(np.arange(h * w), w)
-    ref_mask = (np.abs(rows[:, None] - rows[None]) <= 1) & (np.abs(cols[:, None] - cols[None]) <= 1)
-    assert np.array_equal(allowed.numpy(), ref_mask)
-    fast = propagate(target, ctx, labels, topk=3, temperature=0.1, neighborhood=allowed)
-    torch.testing.assert_close(fast, slow_propagate(target, ctx, labels, 3, 0.1, allowed), atol=1e-5, rtol=1e-4)
-
-
-def test_davis_palette_and_frame_size():
-    pal = davis_palette()
-    assert pal[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
-    assert pal[255].tolist() == [224, 224, 192]  # VOC's boundary colour
-    assert target_size(480, 854) == (480, 832)
-    assert target_size(854, 480) == (832, 480)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.features import run_cli
+from croc_utils.cli import run_cli
 from eval.plot_log import draw_curves, get_args_parser, main, read_log
 
 

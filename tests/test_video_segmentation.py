@@ -1,12 +1,22 @@
-"""eval/video_segmentation.py: the official-layout result tables and a first frame with nothing to propagate."""
+"""eval/video_segmentation.py: label propagation against slow loops, the palette and frame size, the official-layout
+result tables and a first frame with nothing to propagate."""
 
 import argparse
 import math
 
 import numpy as np
+import torch
 
 from eval.seg_datasets import DAVIS2017
-from eval.video_segmentation import nan_to_none, segment_sequence, write_official_tables
+from eval.video_segmentation import (
+    davis_palette,
+    nan_to_none,
+    neighborhood_mask,
+    propagate,
+    segment_sequence,
+    target_size,
+    write_official_tables,
+)
 from tests.trees import blank_first_annotation, make_davis
 
 
@@ -48,3 +58,40 @@ def test_first_frame_without_objects_propagates_nothing(tmp_path, capsys):
     assert len(preds) == 3 and preds[0].max() == 255  # the first frame's own annotation, void kept
     assert all(p.shape == (8, 10) and p.dtype == np.uint8 and not p.any() for p in preds[1:])
     assert "empty: the first annotation has no object; nothing to propagate" in capsys.readouterr().out
+
+
+def slow_propagate(target, ctx_feats, ctx_labels, topk, temperature, allowed):
+    m, _, n = ctx_feats.shape
+    out = torch.zeros(ctx_labels.shape[1], n)
+    for t in range(n):
+        scores = [(math.exp(float(target[:, t] @ ctx_feats[i, :, s]) / temperature) * float(allowed[t, s]), i, s)
+                  for i in range(m) for s in range(n)]
+        kth = sorted((v for v, _, _ in scores), reverse=True)[topk - 1]
+        kept = [(v, i, s) for v, i, s in scores if v >= kth]
+        total = sum(v for v, _, _ in kept)
+        for v, i, s in kept:
+            out[:, t] += v / total * ctx_labels[i, :, s]
+    return out
+
+
+def test_propagate_matches_slow_loops():
+    g = torch.Generator().manual_seed(0)
+    h, w, m = 3, 4, 2
+    norm = torch.nn.functional.normalize
+    target = norm(torch.randn(5, h * w, generator=g), dim=0)
+    ctx = norm(torch.randn(m, 5, h * w, generator=g), dim=1)
+    labels = torch.softmax(torch.randn(m, 3, h * w, generator=g), dim=1)
+    allowed = neighborhood_mask(h, w, 1)
+    rows, cols = np.divmod(np.arange(h * w), w)
+    ref_mask = (np.abs(rows[:, None] - rows[None]) <= 1) & (np.abs(cols[:, None] - cols[None]) <= 1)
+    assert np.array_equal(allowed.numpy(), ref_mask)
+    fast = propagate(target, ctx, labels, topk=3, temperature=0.1, neighborhood=allowed)
+    torch.testing.assert_close(fast, slow_propagate(target, ctx, labels, 3, 0.1, allowed), atol=1e-5, rtol=1e-4)
+
+
+def test_davis_palette_and_frame_size():
+    pal = davis_palette()
+    assert pal[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert pal[255].tolist() == [224, 224, 192]  # VOC's boundary colour
+    assert target_size(480, 854) == (480, 832)
+    assert target_size(854, 480) == (832, 480)
