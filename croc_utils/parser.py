@@ -1,6 +1,7 @@
 """Command line of ``main_croc.py``: every flag of the released CLI (same name, type, default, choices) plus ours.
 
-docs/algorithm.md sections 2-7. Flags added here (not in the release) are marked "[new]" in their help. This is the
+docs/algorithm.md sections 2-7. ``--help`` shows the released flags by topic, then the flags added here (the
+sections of ``HELP_GROUPS``); every help text ends with the default. This is the
 one home of every default: the clustering's come from ``ClusteringConfig`` and the crops' from
 ``croc_utils.transforms``, the modules that use them. ``validate_args`` is the one place a run's values are checked:
 ranges here, the crop and clustering settings by the objects that own them.
@@ -40,9 +41,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum_teacher", default=0.996, type=float,
                    help="Base EMA momentum of the teacher, raised to 1 with a cosine schedule. Default: 0.996.")
     p.add_argument("--head_hidden_dim", default=2048, type=int,
-                   help="[new] Width of the head's two hidden layers. Default: 2048 (released).")
+                   help="Width of the head's two hidden layers. Default: 2048 (released).")
     p.add_argument("--head_bottleneck_dim", default=256, type=int,
-                   help="[new] Width of the head's L2-normalised bottleneck (input of both output layers). "
+                   help="Width of the head's L2-normalised bottleneck (input of both output layers). "
                         "Default: 256 (released).")
     p.add_argument("--use_bn_in_head", default=False, type=bool_flag,
                    help="BatchNorm after the hidden linears of the head. Default: false.")
@@ -66,7 +67,7 @@ def _temperature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student_temp_c", default=0.1, type=float,
                    help="Student temperature of the cluster term. Default: 0.1.")
     p.add_argument("--teacher_centering", default="center", choices=list(CENTERINGS),
-                   help="[new] How the teacher outputs are kept from collapsing, for both heads: center (released: "
+                   help="How the teacher outputs are kept from collapsing, for both heads: center (released: "
                         "subtract an EMA centre, then sharpen) or sinkhorn_knopp (DINOv2: 3 Sinkhorn-Knopp "
                         "iterations over the global batch). Default: center.")
     p.add_argument("--student_temp", default=1.0, type=float,
@@ -79,10 +80,10 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
                    help="The released switch: mixed precision (torch.amp fp16 + grad scaler) on CUDA; ignored with a "
                         "notice on CPU. --precision, when given, takes precedence. Default: true.")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
-                   help="[new] Autocast precision on any device (fp16 adds a grad scaler). Default: from --use_fp16 "
+                   help="Autocast precision on any device (fp16 adds a grad scaler). Default: from --use_fp16 "
                         "(fp16 on CUDA, fp32 on CPU).")
     p.add_argument("--compile", default=False, type=bool_flag,
-                   help="[new] torch.compile the student and teacher backbones. Default: false.")
+                   help="torch.compile the student and teacher backbones. Default: false.")
     p.add_argument("--weight_decay", type=float, default=0.04, help="Initial weight decay. Default: 0.04.")
     p.add_argument("--weight_decay_end", type=float, default=0.4,
                    help="Final weight decay (cosine schedule). Default: 0.4.")
@@ -104,58 +105,61 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global_crops_scale", type=float, nargs="+", default=GLOBAL_CROPS_SCALE,
                    help="Scale range of the two global views' random resized crops. Default: 0.25 1.0.")
     p.add_argument("--global_crops_size", type=int, default=GLOBAL_CROPS_SIZE,
-                   help="[new] Side of the global views in pixels (multiple of --patch_size). Default: 224.")
+                   help="Side of the global views in pixels (multiple of --patch_size). Default: 224.")
     p.add_argument("--local_crops_number", type=int, default=0,
                    help="Number of DINO-style local crops for the student (the release ignores this; ours makes "
                         "them). Default: 0.")
     p.add_argument("--local_crops_scale", type=float, nargs="+", default=LOCAL_CROPS_SCALE,
                    help="Scale range of the local crops. Default: 0.05 0.4.")
     p.add_argument("--local_crops_size", type=int, default=LOCAL_CROPS_SIZE,
-                   help="[new] Side of the local crops in pixels (multiple of --patch_size). Default: 96.")
+                   help="Side of the local crops in pixels (multiple of --patch_size). Default: 96.")
     p.add_argument("--dataset_type", default="coco", type=str,
                    choices=["imagenet1k", "coco", "coco+", "imagefolder", "synthetic"],
                    help="Training data: imagenet1k (--imagenet1k_path), coco / coco+ (--coco_path), imagefolder "
-                        "(--data_path), or synthetic ([new] the embedded scene generator). Default: coco.")
+                        "(--data_path), or synthetic (added: the embedded scene generator). Default: coco.")
     p.add_argument("--imagenet1k_path", default="", type=str,
-                   help="Root of ImageNet-1k holding ILSVRC2012_img_train (a .tar is extracted to --untar_path).")
+                   help="Root of ImageNet-1k holding ILSVRC2012_img_train (a .tar is extracted to --untar_path). "
+                        "Default: empty (needed with --dataset_type imagenet1k).")
     p.add_argument("--coco_path", default="/path/to/coco/", type=str,
                    help="Root of COCO holding images/train2017 (and images/unlabeled2017 for coco+); a .tar is "
                         "extracted to --untar_path. Default: /path/to/coco/ (a placeholder, as in the release).")
-    p.add_argument("--data_path", default="", type=str, help="Image folder used with --dataset_type imagefolder.")
-    p.add_argument("--untar_path", default="", type=str, help="Where an archive given as a data path is extracted.")
+    p.add_argument("--data_path", default="", type=str,
+                   help="Image folder used with --dataset_type imagefolder. Default: empty.")
+    p.add_argument("--untar_path", default="", type=str,
+                   help="Where an archive given as a data path is extracted. Default: empty.")
     p.add_argument("--synthetic_num_images", default=1000, type=int,
-                   help="[new] Number of training images of --dataset_type synthetic. Default: 1000.")
+                   help="Number of training images of --dataset_type synthetic. Default: 1000.")
     p.add_argument("--synthetic_size", default=224, type=int,
-                   help="[new] Side in pixels of the synthetic scenes (the crops are then taken from them). "
+                   help="Side in pixels of the synthetic scenes (the crops are then taken from them). "
                         "Default: 224.")
     p.add_argument("--synthetic_cache", default=False, type=bool_flag,
-                   help="[new] Draw the synthetic scenes once, in parallel, and serve them from memory "
+                   help="Draw the synthetic scenes once, in parallel, and serve them from memory "
                         "(num_images x size^2 x 4 bytes). Default: false (drawn on the fly).")
     p.add_argument("--synthetic_style", default="default", type=str, choices=list(SCENE_STYLES),
-                   help="[new] Layout of the synthetic scenes (croc_utils.synthetic.SCENE_STYLES): default, or large "
+                   help="Layout of the synthetic scenes (croc_utils.synthetic.SCENE_STYLES): default, or large "
                         "(fewer, bigger objects, coarser textures: for small-scale runs). Default: default.")
     p.add_argument("--num_workers", default=4, type=int, help="Data-loading workers per process. Default: 4.")
     p.add_argument("--prefetch_factor", default=2, type=int,
-                   help="[new] Batches each loader worker prepares ahead. Default: 2.")
+                   help="Batches each loader worker prepares ahead. Default: 2.")
     pipelines = RELEASED_PIPELINES  # the defaults of the colour flags: (view 1, view 2, local crops)
     per_view = "one value for every view, or three: view 1, view 2, local crops"
     p.add_argument("--blur_p", type=float, nargs="+", default=[pl.blur_p for pl in pipelines], metavar="P",
-                   help=f"[new] Gaussian-blur probability; {per_view}. Default: 1.0 0.1 0.5 (released).")
+                   help=f"Gaussian-blur probability; {per_view}. Default: 1.0 0.1 0.5 (released).")
     p.add_argument("--solarize_p", type=float, nargs="+", default=[pl.solarize_p for pl in pipelines], metavar="P",
-                   help=f"[new] Solarisation probability; {per_view}. Default: 0 0.2 0 (released).")
+                   help=f"Solarisation probability; {per_view}. Default: 0 0.2 0 (released).")
     p.add_argument("--jitter_p", type=float, nargs="+", default=[pl.jitter_p for pl in pipelines], metavar="P",
-                   help=f"[new] Colour-jitter probability; {per_view}. Default: 0.8 (released).")
+                   help=f"Colour-jitter probability; {per_view}. Default: 0.8 (released).")
     p.add_argument("--grayscale_p", type=float, nargs="+", default=[pl.grayscale_p for pl in pipelines], metavar="P",
-                   help=f"[new] Grayscale probability; {per_view}. Default: 0.2 (released).")
+                   help=f"Grayscale probability; {per_view}. Default: 0.2 (released).")
     p.add_argument("--hue_jitter", type=float, nargs="+", default=[pl.hue for pl in pipelines], metavar="H",
-                   help=f"[new] Largest hue shift of the colour jitter, in [0, 0.5]; {per_view}. Default: 0.1 "
+                   help=f"Largest hue shift of the colour jitter, in [0, 0.5]; {per_view}. Default: 0.1 "
                         "(released).")
     p.add_argument("--jitter_strength", type=float, nargs="+", default=[pl.strength for pl in pipelines], metavar="S",
-                   help=f"[new] Scale of the brightness, contrast and saturation jitter (factors 1 +- 0.4 S, "
+                   help=f"Scale of the brightness, contrast and saturation jitter (factors 1 +- 0.4 S, "
                         f"1 +- 0.4 S, 1 +- 0.2 S; SimCLR's is about S = 2), in [0, 2.5]; {per_view}. Default: 1 "
                         "(released).")
     p.add_argument("--augment_on", default="cpu", choices=["cpu", "device"],
-                   help="[new] Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
+                   help="Where the photometric augmentation runs: cpu (in the loader workers, PIL, as "
                         "released) or device (batched on the training device; the workers do the geometry only). "
                         "Default: cpu.")
 
@@ -188,23 +192,64 @@ def _misc_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", default=0, type=int, help="Random seed. Default: 0.")
     p.add_argument("--dist_url", default="env://", type=str, help="torch.distributed init URL. Default: env://.")
     p.add_argument("--dist_timeout", default=30.0, type=float,
-                   help="[new] Minutes a process waits in a collective for the others before NCCL/gloo raise and "
+                   help="Minutes a process waits in a collective for the others before NCCL/gloo raise and "
                         "the job ends (a stalled rank hangs the whole job this long). Default: 30.")
     p.add_argument("--local_rank", "--local-rank", default=0, type=int,
-                   help="Set by torch.distributed.launch; do not set it yourself.")
+                   help="Set by torch.distributed.launch; do not set it yourself. Default: 0.")
     p.add_argument("--device", default="auto", type=str,
-                   help="[new] cuda, cpu, cuda:N ... ; auto picks CUDA when available. Default: auto.")
+                   help="cuda, cpu, cuda:N ... ; auto picks CUDA when available. Default: auto.")
     p.add_argument("--tensorboard", default=False, type=bool_flag,
-                   help="[new] Also write TensorBoard scalars to output_dir/tb (needs tensorboard). Default: false.")
-    p.add_argument("--log_freq", default=10, type=int, help="[new] Console line every this many iterations. "
+                   help="Also write TensorBoard scalars to output_dir/tb (needs tensorboard). Default: false.")
+    p.add_argument("--log_freq", default=10, type=int, help="Console line every this many iterations. "
                                                             "Default: 10.")
 
 
+# --help's sections: (title, description, flags). The released flags by topic first, then the flags we add. Parsing
+# does not depend on the sections; every flag must be in exactly one.
+HELP_GROUPS = (
+    ("model", None, ("arch", "patch_size", "out_dim", "out_dim_c", "norm_last_layer", "momentum_teacher",
+                     "use_bn_in_head", "drop_path_rate", "which_features")),
+    ("temperatures", None, ("warmup_teacher_temp", "teacher_temp", "warmup_teacher_temp_epochs",
+                            "warmup_teacher_temp_c", "teacher_temp_c", "student_temp_c", "student_temp")),
+    ("optimisation", None, ("use_fp16", "weight_decay", "weight_decay_end", "clip_grad", "batch_size_per_gpu",
+                            "epochs", "freeze_last_layer", "lr", "warmup_epochs", "min_lr", "optimizer")),
+    ("crops and augmentation", None, ("global_crops_scale", "local_crops_number", "local_crops_scale")),
+    ("data", None, ("dataset_type", "imagenet1k_path", "coco_path", "data_path", "untar_path", "num_workers")),
+    ("clustering", None, ("sinkhorn_lambda", "sinkhorn_iterations", "alpha_s", "pos_alpha", "n_tokens",
+                          "n_centroids_max", "uniform_marginals", "marginals_temp_r", "marginals_temp_c")),
+    ("run", None, ("output_dir", "saveckp_freq", "seed", "dist_url", "local_rank")),
+    ("added: precision and speed", "Not in the released code; the defaults keep the released behaviour.",
+     ("precision", "compile", "augment_on", "prefetch_factor", "device")),
+    ("added: reliability and monitoring", "Not in the released code.", ("dist_timeout", "log_freq", "tensorboard")),
+    ("added: small-scale experiments", "Not in the released code; the defaults are the released values.",
+     ("head_hidden_dim", "head_bottleneck_dim", "teacher_centering", "global_crops_size", "local_crops_size",
+      "blur_p", "solarize_p", "jitter_p", "grayscale_p", "hue_jitter", "jitter_strength")),
+    ("added: synthetic data", "The embedded scene generator (--dataset_type synthetic; docs/synthetic.md).",
+     ("synthetic_num_images", "synthetic_size", "synthetic_cache", "synthetic_style")),
+)
+
+
+class _Sections:
+    """Hands each ``add_argument`` to the --help section (argument group) that lists the flag's dest."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.groups = {dest: group for title, description, dests in HELP_GROUPS
+                       for group in [parser.add_argument_group(title, description)] for dest in dests}
+
+    def add_argument(self, *names, **kwargs):
+        dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+        if dest not in self.groups:
+            raise KeyError(f"--{dest} is in no section of croc_utils.parser.HELP_GROUPS")
+        return self.groups[dest].add_argument(*names, **kwargs)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    """All flags, as a parent parser (add_help=False), like DINO's ``get_args_parser``."""
+    """All flags, as a parent parser (add_help=False), like DINO's ``get_args_parser``; --help shows them in the
+    sections of ``HELP_GROUPS``."""
     parser = argparse.ArgumentParser("CrOC", add_help=False)
+    sections = _Sections(parser)
     for add in (_model_args, _temperature_args, _optim_args, _data_args, _clustering_args, _misc_args):
-        add(parser)
+        add(sections)
     return parser
 
 
@@ -256,9 +301,15 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+DESCRIPTION = ("Pretrain a ViT with CrOC (Cross-View Online Clustering, CVPR 2023). The released flags come first, by "
+               "topic, with the released defaults; the sections named 'added' hold the flags the released code does "
+               "not have. Boolean flags take true/false. docs/training.md describes the options.")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse and validate ``argv``; a bad value exits with status 2 and one line naming the flag."""
-    parser = OneLineErrorParser("CrOC", parents=[get_args_parser()])
+    parser = OneLineErrorParser("CrOC", usage="python main_croc.py [-h] [--flag VALUE ...]", description=DESCRIPTION,
+                                parents=[get_args_parser()])
     args = parser.parse_args(argv)
     try:
         return validate_args(args)
