@@ -147,3 +147,17 @@ def test_the_checks_catch_a_broken_link_a_missing_anchor_and_a_renamed_flag(tmp_
     assert len(links) == 2 and "missing.md: no such file" in links[0] and "no heading #nowhere" in links[1], links
     assert len(commands) == 2, commands
     assert "--no_such_flag" in commands[0] and "not_a_dataset" in commands[1], commands
+
+
+def test_the_method_figure_script_draws(tmp_path):
+    """figures/draw_method.py, whose picture heads the README, still runs against the current code."""
+    import runpy
+    import sys
+
+    out = tmp_path / "method.png"
+    argv, sys.argv = sys.argv, ["draw_method.py", "--out", str(out)]
+    try:
+        runpy.run_path(str(ROOT / "figures" / "draw_method.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert out.stat().st_size > 10_000
