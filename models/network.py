@@ -1,5 +1,7 @@
 """The student and teacher networks of a run's arguments (docs/algorithm.md section 2)."""
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -21,6 +23,17 @@ def build_network(args, *, drop_path_rate: float) -> CrOCNetwork:
     return CrOCNetwork(backbone, head)
 
 
+def wrap_ddp(student: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """The student in DDP, its buffers (BatchNorm statistics with --use_bn_in_head) not broadcast at each forward, as
+    released. torch >= 2.13 names that ``forward_sync_buffers=False`` and warns on ``broadcast_buffers``; older
+    torch only has ``broadcast_buffers``. The two differ only at construction, where the former syncs the buffers
+    once: they are equal on every rank there (a fresh BatchNorm's), so the training is the same."""
+    ddp = nn.parallel.DistributedDataParallel
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                      else {"broadcast_buffers": False})
+    return ddp(student, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
+
+
 def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
     """Student (wrapped in DDP when ``args.distributed``) and teacher: equal weights, the teacher frozen.
 
@@ -33,8 +46,7 @@ def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
         teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
     if args.distributed:
-        student = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        student = wrap_ddp(student, device)
     teacher.load_state_dict(unwrap(student).state_dict(), strict=True)
     teacher.requires_grad_(False)
     if args.compile:
