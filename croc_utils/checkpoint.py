@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from croc_utils.optim import optimizer_name
+from croc_utils.parser import upgrade_args
 
 NEW_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
 OLD_WN = (".weight_g", ".weight_v")
@@ -186,6 +187,13 @@ def restart_from_checkpoint(path: str, run_variables: Optional[dict] = None, *, 
     return True
 
 
+def saved_args(ckpt: Mapping) -> Optional[argparse.Namespace]:
+    """The checkpoint's ``args`` with today's defaults for the flags an older run lacks (``upgrade_args``); None
+    when it has no saved args."""
+    saved = ckpt.get("args")
+    return upgrade_args(saved) if isinstance(saved, argparse.Namespace) else None
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, ckpt: Mapping, path: str) -> None:
     """Restore ``optimizer`` from ``ckpt["optimizer"]``, or keep its fresh state when the checkpoint's saved args
     name another ``--optimizer``.
@@ -195,7 +203,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, ckpt: Mapping, path: 
     optimizer's settings (another optimizer's state, e.g. in a file without saved args) is refused in one line
     instead of a KeyError at the first step.
     """
-    saved, current = getattr(ckpt.get("args"), "optimizer", None), optimizer_name(optimizer)
+    saved, current = saved_args(ckpt), optimizer_name(optimizer)
+    saved = saved.optimizer if saved is not None else None
     if saved is not None and saved != current:
         print(f"Notice: {path} was trained with --optimizer {saved}; --optimizer {current} starts from a fresh "
               f"optimizer state (the networks, loss centres and epoch resume).")

@@ -68,9 +68,9 @@ class ClusteringConfig:
 
     @classmethod
     def from_args(cls, args) -> "ClusteringConfig":
-        """The config of a run's arguments (an argparse.Namespace, e.g. a checkpoint's ``args``); a setting the
-        namespace lacks (an older run) keeps its released default."""
-        return cls(**{f.name: getattr(args, f.name, f.default) for f in fields(cls)})
+        """The config of a run's arguments: parsed flags, or a checkpoint's saved args after
+        ``croc_utils.parser.upgrade_args`` (which gives an older run's args the settings it lacks)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def check_patches(self, n_patches: int) -> None:
         """Refuse more seeds than the 2N patch tokens of the two views (N = ``n_patches``)."""

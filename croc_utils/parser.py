@@ -10,6 +10,7 @@ ranges here, the crop and clustering settings by the objects that own them.
 import argparse
 import math
 import sys
+from collections.abc import Mapping
 
 from croc_utils.architectures import ARCH_NAMES, canonical_arch
 from croc_utils.cli import OneLineErrorParser, bool_flag
@@ -299,6 +300,18 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     CrOCAugmentation.from_args(args)
     ClusteringConfig.from_args(args).check_patches((args.global_crops_size // args.patch_size) ** 2)
     return args
+
+
+def upgrade_args(args: argparse.Namespace | Mapping) -> argparse.Namespace:
+    """A run's saved arguments with today's default for every flag they lack: the one place that reads the args of a
+    checkpoint written by the released code or by an older version of this one.
+
+    Returns a new Namespace (``args`` is not changed): every flag of ``get_args_parser``, its saved value where there
+    is one, else its default (each flag added since defaults to the released behaviour); saved entries that are not
+    flags (``world_size``, ``rank``, flags since removed) are kept as they are. Values are not checked.
+    """
+    saved = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    return argparse.Namespace(**{**vars(get_args_parser().parse_args([])), **saved})
 
 
 DESCRIPTION = ("Pretrain a ViT with CrOC (Cross-View Online Clustering, CVPR 2023). The released flags come first, by "

@@ -270,14 +270,12 @@ class CrOCAugmentation:
     @classmethod
     def from_args(cls, args, **kwargs) -> "CrOCAugmentation":
         """The augmentation of a run's flags (``--global_crops_*``, ``--local_crops_*``, ``--patch_size``,
-        ``--augment_on`` and the colour flags ``--blur_p``, ``--solarize_p``, ``--jitter_p``, ``--grayscale_p``,
-        ``--hue_jitter``; a Namespace without the latter gets the release's pipelines)."""
-        pipelines = RELEASED_PIPELINES
-        if hasattr(args, "blur_p"):
-            pipelines = colour_pipelines(**{flag: getattr(args, flag) for flag in COLOUR_FLAGS})
+        ``--augment_on`` and the colour flags ``COLOUR_FLAGS``). ``args``: parsed flags, or a checkpoint's saved
+        args after ``croc_utils.parser.upgrade_args``."""
+        pipelines = colour_pipelines(**{flag: getattr(args, flag) for flag in COLOUR_FLAGS})
         return cls(args.global_crops_scale, args.global_crops_size, args.patch_size, args.local_crops_number,
                    args.local_crops_scale, args.local_crops_size, pipelines=pipelines,
-                   colour_on_device=getattr(args, "augment_on", "cpu") == "device", **kwargs)
+                   colour_on_device=args.augment_on == "device", **kwargs)
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None, return_params: bool = False):
         global_args = (self.global_crops_size, self.global_crops_scale)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from croc_utils.checkpoint import load_checkpoint
+from croc_utils.checkpoint import load_checkpoint, saved_args
 from croc_utils.cli import bool_flag, run_cli
 from croc_utils.clustering import ClusteringConfig, cluster_views
 from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
@@ -75,8 +75,8 @@ def load_image(args) -> Image.Image:
 def clustering_config(checkpoint: dict, args) -> ClusteringConfig:
     """The run's own clustering settings (the checkpoint's saved args; released defaults without them), with the
     flags given on this command line on top."""
-    saved = checkpoint.get("args")
-    cfg = ClusteringConfig.from_args(saved) if isinstance(saved, argparse.Namespace) else ClusteringConfig()
+    saved = saved_args(checkpoint)
+    cfg = ClusteringConfig.from_args(saved) if saved is not None else ClusteringConfig()
     given = {f.name: getattr(args, f.name) for f in fields(ClusteringConfig) if getattr(args, f.name) is not None}
     return replace(cfg, **given)
 

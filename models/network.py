@@ -12,14 +12,15 @@ from .vision_transformer import build_backbone
 
 
 def build_network(args, *, drop_path_rate: float) -> CrOCNetwork:
-    """Backbone (``--arch``, ``--patch_size``, ``--which_features``) + head (``--out_dim``, ``--out_dim_c``, ...)."""
+    """Backbone (``--arch``, ``--patch_size``, ``--which_features``) + head (``--out_dim``, ``--out_dim_c``, ...).
+
+    ``args``: parsed flags, or a checkpoint's saved args after ``croc_utils.parser.upgrade_args``.
+    """
     backbone = build_backbone(args.arch, patch_size=args.patch_size, drop_path_rate=drop_path_rate,
                               which_features=args.which_features)
-    # --head_*_dim are ours: the saved args of older runs (and released checkpoints) lack them, and mean the default
-    sizes = {key: getattr(args, f"head_{key}") for key in ("hidden_dim", "bottleneck_dim")
-             if hasattr(args, f"head_{key}")}
     head = CrOCHead(backbone.embed_dim, args.out_dim, args.out_dim_c, use_bn=args.use_bn_in_head,
-                    norm_last_layer=args.norm_last_layer, **sizes)
+                    norm_last_layer=args.norm_last_layer, hidden_dim=args.head_hidden_dim,
+                    bottleneck_dim=args.head_bottleneck_dim)
     return CrOCNetwork(backbone, head)
 
 

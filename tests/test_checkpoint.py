@@ -21,6 +21,7 @@ from croc_utils.checkpoint import (
     network_state,
     restart_from_checkpoint,
     resume_position,
+    saved_args,
 )
 from croc_utils.optim import build_optimizer, get_params_groups
 from models import CrOCHead, CrOCNetwork, vit_small, vit_tiny
@@ -351,6 +352,19 @@ def test_an_optimizer_state_that_does_not_fit_is_refused_in_one_line(tmp_path, s
         restart_from_checkpoint(path, model=model, optimizer=optimizer)
     assert str(err.value) == (f"{path}: its optimizer state does not fit --optimizer sgd: the parameter groups lack "
                               "dampening, momentum (the state of another optimizer?)")  # SGD defaults the others
+
+
+def test_saved_args_of_an_older_run_get_todays_defaults(tmp_path, capsys):
+    path, model = optimizer_checkpoint(tmp_path, "adamw")
+    ckpt = load_checkpoint(path)
+    ckpt["args"] = argparse.Namespace(arch="vit_tiny")  # an older run: no --optimizer (it was always AdamW) ...
+    save_checkpoint(ckpt, path)
+    saved = saved_args(load_checkpoint(path))
+    assert (saved.arch, saved.optimizer, saved.head_hidden_dim) == ("vit_tiny", "adamw", 2048)
+    assert saved_args({"epoch": 1}) is None
+    optimizer = build_optimizer("sgd", get_params_groups(model))  # ... so a resume with SGD starts it fresh
+    assert restart_from_checkpoint(path, model=model, optimizer=optimizer)
+    assert "was trained with --optimizer adamw" in capsys.readouterr().out and not optimizer.state
 
 
 # ===== the position in an epoch, counted in images =====

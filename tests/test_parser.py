@@ -1,10 +1,8 @@
-import os
-import subprocess
-import sys
+import argparse
 
 import pytest
 
-from croc_utils.parser import get_args_parser, parse_args
+from croc_utils.parser import get_args_parser, parse_args, upgrade_args
 
 RELEASED_DEFAULTS = {
     "arch": "vit_small", "patch_size": 16, "out_dim": 65536, "out_dim_c": 8192, "norm_last_layer": True,
@@ -96,10 +94,52 @@ def test_dist_timeout_is_minutes_default_30():
     assert parse_args([]).dist_timeout == 30 and parse_args(["--dist_timeout", "0.5"]).dist_timeout == 0.5
 
 
-def test_help_mentions_true_defaults():
-    text = subprocess.run([sys.executable, "-m", "croc_utils.parser", "--help"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+def test_help_mentions_true_defaults(capsys):
+    with pytest.raises(SystemExit) as err:
+        parse_args(["--help"])
+    assert err.value.code == 0
+    text = capsys.readouterr().out
     assert "Default: 65536" in text and "Default: 0.996" in text
+
+
+def released_saved_args() -> argparse.Namespace:
+    """The ``args`` entry of a checkpoint written by the released code: its flags only (non-default values for
+    some), plus what its launcher set at run time."""
+    saved = dict(RELEASED_DEFAULTS, out_dim=4096, n_tokens=8, sinkhorn_iterations=3, optimizer="sgd")
+    return argparse.Namespace(**saved, world_size=8, rank=3, gpu=3)
+
+
+def test_upgrade_args_gives_old_args_todays_defaults():
+    old = released_saved_args()
+    before = dict(vars(old))
+    new = upgrade_args(old)
+    assert vars(old) == before  # not changed in place
+    today = vars(parse_args([]))
+    assert set(new.__dict__) == set(today) | {"world_size", "rank", "gpu"}
+    for flag, value in vars(new).items():
+        assert value == (before[flag] if flag in before else today[flag]), flag
+    assert (new.out_dim, new.n_tokens, new.optimizer, new.world_size) == (4096, 8, "sgd", 8)
+    assert (new.head_hidden_dim, new.augment_on, new.teacher_centering) == (2048, "cpu", "center")
+    assert vars(upgrade_args(before)) == vars(new)  # a mapping (e.g. vars() of saved args) works the same
+
+
+def test_the_run_objects_of_upgraded_old_args_are_the_released_ones():
+    from croc_utils.clustering import ClusteringConfig
+    from croc_utils.transforms import RELEASED_PIPELINES, CrOCAugmentation
+    from models.network import build_network
+
+    old = released_saved_args()
+    # no silent default on the way: old args go through upgrade_args
+    with pytest.raises(AttributeError, match="blur_p"):
+        CrOCAugmentation.from_args(old)
+    with pytest.raises(AttributeError, match="head_hidden_dim"):
+        build_network(argparse.Namespace(**dict(vars(old), arch="vit_pico")), drop_path_rate=0.0)
+    new = upgrade_args(old)
+    assert CrOCAugmentation.from_args(new).pipelines == RELEASED_PIPELINES
+    assert ClusteringConfig.from_args(new) == ClusteringConfig(n_tokens=8, sinkhorn_iterations=3)
+    new.arch, new.out_dim_c = "vit_pico", 16
+    head = build_network(new, drop_path_rate=0.0).head
+    assert head.mlp[0].out_features == 2048 and head.last_layer.in_features == 256  # the released head
 
 
 def test_short_run_zeroes_the_warmups_with_a_notice(capsys):
