@@ -1,13 +1,114 @@
-"""Issue 14: a save killed mid-write leaves a recognisable temp file, removed at the next start; nothing else is."""
+"""Tests of croc_utils/atomic_io.py: an interrupted or failed write keeps the previous file, a full disk is one line
+naming the folder, its free space and the size needed, new files get the ordinary mode, and the temporary file of a
+save killed mid-write is recognised and removed at the next start (nothing else is)."""
 
+import errno
 import os
+import shutil
+import stat
 import subprocess
 import sys
+from types import SimpleNamespace
 
-from croc_utils.atomic_io import is_partial_save, remove_partial_saves
+import pytest
+import torch
+
+from croc_utils.atomic_io import (
+    DiskFullError,
+    atomic_write,
+    is_out_of_space,
+    is_partial_save,
+    remove_partial_saves,
+    save_checkpoint,
+)
 from croc_utils.checkpoint import load_checkpoint
 from tests.test_train import ROOT, run, subprocess_env
 
+
+# ===== atomic writes, full disks =====
+def test_atomic_save_keeps_previous_file_when_interrupted(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pth")
+    save_checkpoint({"epoch": 1}, path)
+
+    def dying_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def full_disk_after(n_bytes, error):
+    """A torch.save that writes ``n_bytes`` of the file, then fails the way a full disk makes it fail."""
+
+    def save(obj, f):
+        f.write(b"PK\x03\x04" + bytes(n_bytes))
+        raise error
+
+    return save
+
+
+def torch_write_failure():
+    """What torch.save really raises on a full disk: its RuntimeError, during the handling of the OSError."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        try:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 132557056 vs 132556948")
+        except RuntimeError as err:
+            return err
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), torch_write_failure(),
+                                   OSError(errno.EDQUOT, "Disk quota exceeded")], ids=["ENOSPC", "torch", "quota"])
+def test_full_disk_keeps_the_previous_file_and_says_where_and_how_much(tmp_path, monkeypatch, error):
+    path = str(tmp_path / "checkpoint.pth")
+    save_checkpoint({"epoch": 1}, path)
+    state = {"epoch": 2, "teacher": {"w": torch.zeros(256, 1024)}}  # 1 MiB of tensors
+    monkeypatch.setattr(torch, "save", full_disk_after(1 << 19, error))
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: asked.append(folder) or SimpleNamespace(free=300 << 10))
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(state, path)
+    monkeypatch.undo()
+    message = str(err.value)
+    quota = " or the disk quota is exceeded" if getattr(error, "errno", None) == errno.EDQUOT else ""
+    assert message == (f"no space left to write {path}{quota}: 0.3 MiB free in {tmp_path}, the file needs about "
+                       "1.0 MiB; the previous checkpoint.pth is intact; free some space (or choose another "
+                       "--output_dir) and rerun the same command to resume")
+    assert asked == [str(tmp_path)]
+    assert err.value.errno == errno.ENOSPC
+    assert load_checkpoint(path)["epoch"] == 1 and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "save", full_disk_after(10, PermissionError(errno.EACCES, "Permission denied")))
+    with pytest.raises(PermissionError):
+        save_checkpoint({"epoch": 2}, str(tmp_path / "checkpoint.pth"))
+    assert os.listdir(tmp_path) == []
+    assert not is_out_of_space(RuntimeError("CUDA out of memory")) and is_out_of_space(torch_write_failure())
+
+
+def test_atomic_write_of_text(tmp_path):
+    atomic_write(str(tmp_path / "args.json"), lambda f: f.write(b"{}"), size=2)
+    assert (tmp_path / "args.json").read_text() == "{}" and os.listdir(tmp_path) == ["args.json"]
+
+
+def test_saved_checkpoint_has_the_mode_of_an_ordinary_new_file(tmp_path):
+    """Colleagues on a shared cluster read checkpoints: not mkstemp's owner-only 0600 but 0666 minus the umask."""
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint({"epoch": 1}, str(tmp_path / "checkpoint.pth"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "checkpoint.pth").st_mode) == 0o644
+
+
+# ===== partial saves left by a killed write =====
 QUICK = ["--saveckp_freq", "0", "--global_crops_size", "32", "--synthetic_size", "64"]
 
 # A real save_checkpoint in a real process, SIGKILLed once part of the file is on disk (what kill -9 or a
