@@ -2,7 +2,7 @@
 
 Trains CrOC (``--alpha_s 1``) and DINO-only (``--alpha_s 0``, everything else identical: seed, data, views, images
 seen) by running ``main_croc.py`` through its command line, then probes the teacher of every ``--saveckp_freq``
-checkpoint of both runs with ``eval.dense_probe`` (linear probe, K-means; mean +- std over the probe seeds), beside
+checkpoint of both runs with ``eval.probe`` (linear probe, K-means; mean +- std over the probe seeds), beside
 references probed the same way on the same scenes (``eval.probe_baselines``): random init (same architecture and
 seed), the floors (majority class, mean colour, raw pixels, |FFT| of each patch) and the supervised ceiling (the same
 ViT trained with the patch labels for the same number of images). Writes ``learning_evidence.json``,

@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from eval.dense_probe import synthetic_probe_data
-from eval.features import default_device
+from croc_utils.cli import default_device
+from eval.probe_data import synthetic_probe_data
 
 from . import figure, probes, report
 from .flags import parse_flag

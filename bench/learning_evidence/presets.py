@@ -37,7 +37,7 @@ SHAPE_RECIPE = dict(
 
 @dataclass(frozen=True)
 class ProbeScenes:
-    """The probe's scenes (``eval.dense_probe.synthetic_probe_data``): pool for the probe's training, val to score."""
+    """The probe's scenes (``eval.probe_data.synthetic_probe_data``): pool for the probe's training, val to score."""
 
     pool_images: int
     val_images: int

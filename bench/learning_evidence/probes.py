@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from croc_utils.synthetic import SyntheticScenes
-from eval.dense_probe import evaluate_backbone, evaluate_features
-from eval.features import load_backbone
+from eval.probe import evaluate_backbone, evaluate_features
 from eval.probe_baselines import FLOORS, floor_features, train_supervised
+from models.pretrained import load_backbone
 
 from .presets import Preset
 from .runner import checkpoints, epochs_done

@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from eval.dense_probe import synthetic_probe_data
+from eval.probe_data import synthetic_probe_data
 
 from . import probes, report
 from .presets import Preset, override_words
