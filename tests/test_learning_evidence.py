@@ -100,3 +100,18 @@ def test_ceiling_budget_follows_the_runs():
     assert presets.PRESETS["dev"].supervised is None
     smoke = presets.PRESETS["smoke"]
     assert smoke.train.images_after(smoke.train.epochs) == smoke.supervised.steps * smoke.supervised.batch_size == 64
+
+
+def test_output_outside_the_repository_and_publish_only_the_reported_presets(monkeypatch, tmp_path):
+    from bench.learning_evidence import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.default_output("smoke") == tmp_path / "croc" / "learning_evidence" / "smoke"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert ROOT not in cli.default_output("cpu").parents
+    for argv in (["--preset", "smoke", "--publish"], ["--preset", "cpu", "--publish", "--eval_split", "dev"],
+                 ["--preset", "cpu", "--publish", "--set", "lr=0.004"]):
+        with pytest.raises(SystemExit, match="--publish writes the val-split results"):
+            cli.main(argv)
+    with pytest.raises(SystemExit, match="--set lr='fast': not a valid float"):
+        cli.main(["--preset", "ci", "--set", "lr=fast"])
