@@ -1,7 +1,7 @@
 """The ViT architectures by name: a setting, read by the parser, the backbone builder and the evaluators."""
 
 ARCH_CONFIGS = {
-    # [new] for small-scale runs on a CPU (docs/algorithm.md section 2; README "Does it learn?" for why this size)
+    # [new] for small-scale runs on a CPU (docs/algorithm.md section 2; docs/small_scale_evidence.md for why this size)
     "vit_pico": dict(embed_dim=128, num_heads=2, depth=4),
     "vit_tiny": dict(embed_dim=192, num_heads=3, depth=12),
     "vit_small": dict(embed_dim=384, num_heads=6, depth=12),

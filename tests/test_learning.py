@@ -3,7 +3,7 @@ about 2-3 min on 2 idle CPU cores): the linear probe of the trained teacher must
 started from by at least 5 times the larger of the two probe-seed stds, on the dev split.
 
 Broken on purpose in a scratch copy, it fails: a teacher that is never updated is the random init itself (gap 0), a
-flipped loss sign drives the teacher away from anything the probe can use (see the README, "Does it learn?")."""
+flipped loss sign drives the teacher away from anything the probe can use (see docs/small_scale_evidence.md)."""
 
 import pytest
 

@@ -16,7 +16,7 @@ CPU_PRECISION = {"use_fp16": False}
 GPU_PRECISION = {"precision": "bf16", "augment_on": "device"}  # colour operations batched on the card
 ALPHA_S = {"croc": 1.0, "dino": 0.0}  # run name -> --alpha_s; nothing else differs
 
-# The small-scale recipe on the texture scenes (README "Does it learn?", "How the recipe was chosen"): Voronoi
+# The small-scale recipe on the texture scenes (docs/small_scale_evidence.md, "How the recipe was chosen"): Voronoi
 # texture mosaics drawn at 64 px and served from memory, ViT-Pico/8 on 48 px global crops, no blur (it erases the
 # textures that define the classes), strong colour augmentation (hue over the whole circle, frequent grayscale: colour
 # is the easy shortcut between two views), a narrow head and small output layers. Budgets are set per preset.
@@ -138,7 +138,8 @@ PRESET_GROUPS = {"gpu": ("gpu_texture", "gpu_shape")}  # one command, one sub-fo
 PUBLISHED = ("cpu", "gpu_texture", "gpu_shape")  # the presets whose val-split results --publish writes to figures/
 
 # The dev-preset configurations of ``--sweep``: name -> typed main_croc.py flags overriding the dev preset. Read the
-# table (README "How the recipe was chosen") before adding one; every configuration is scored on the dev split only.
+# table (docs/small_scale_evidence.md, "How the recipe was chosen") before adding one; every configuration is scored
+# on the dev split only.
 SWEEP = {
     "base": {},
     "dino_only": {"alpha_s": 0.0},
