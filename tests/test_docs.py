@@ -1,10 +1,10 @@
 """The documentation cannot rot: README.md and docs/*.md are checked against the repository.
 
 - every relative link (and image) resolves to a file, and a ``#anchor`` to a heading of that file;
-- every ``python main_croc.py ...`` and ``python -m eval.<module> ...`` command shown (in a code block or an
-  inline code span, also through ``torchrun`` / ``torch.distributed.launch`` / ``srun``) parses with the current
-  parser: flag names, choices and types. Nothing is run; main_croc.py's commands also go through
-  ``validate_args`` (value ranges, crop sizes).
+- every ``python main_croc.py ...`` and ``python -m eval.<module> ...`` (or ``models.<module>``) command shown
+  (in a code block or an inline code span, also through ``torchrun`` / ``torch.distributed.launch`` / ``srun``)
+  parses with the current parser: flag names, choices and types. Nothing is run; main_croc.py's commands also go
+  through ``validate_args`` (value ranges, crop sizes).
 """
 
 import contextlib
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-COMMAND = re.compile(r"(?:python -m (eval\.\w+)|\b(?:python|torchrun)\b[^`\n]*?\b(main_croc\.py))(?=\s|$)")
+COMMAND = re.compile(r"(?:python -m ((?:eval|models)\.\w+)|\b(?:python|torchrun)\b[^`\n]*?\b(main_croc\.py))(?=\s|$)")
 
 
 def page_id(path: Path) -> str:
@@ -88,7 +88,10 @@ def parse_error(program: str, argv: list[str]) -> str | None:
 
         parse = parse_args
     else:
-        parse = importlib.import_module(program).get_args_parser().parse_args
+        module = importlib.import_module(program)
+        if not hasattr(module, "get_args_parser"):
+            return f"{program} has no get_args_parser() to check the command against"
+        parse = module.get_args_parser().parse_args
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
