@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import ColorJitter, InterpolationMode, RandomResizedCrop
 from tqdm import tqdm
 
-from croc_utils.checkpoint import atomic_write
+from croc_utils.atomic_io import atomic_write
 from croc_utils.synthetic import SCENE_STYLES
 from eval.dense_probe import DEV_OFFSET, POOL_OFFSET, patch_class_fractions
 from eval.features import add_backbone_args, load_backbone, patch_features, run_cli

@@ -26,8 +26,10 @@ from collections.abc import Mapping
 
 import torch
 
-from croc_utils.checkpoint import CheckpointError, atomic_write, backbone_state_dict, load_checkpoint
-from models.vision_transformer import ARCH_CONFIGS, build_backbone
+from croc_utils.architectures import ARCH_CONFIGS
+from croc_utils.atomic_io import atomic_write
+from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
+from models.vision_transformer import build_backbone
 
 # (arch, patch size) -> timm model name; other pairs use the nearest name with overriding arguments (timm_call)
 TIMM_NAMES = {
