@@ -294,6 +294,20 @@ def evaluate_retrieval(model: nn.Module, memory_loader, val_loader, class_names,
     return out
 
 
+def evaluate_on_tensors(model: nn.Module, memory_images: torch.Tensor, memory_masks: torch.Tensor,
+                        val_images: torch.Tensor, val_masks: torch.Tensor, class_names, cfg: RetrievalConfig,
+                        device: str | torch.device = "cpu") -> dict:
+    """Retrieval on images prepared once (no augmentation: one memory pass over ``memory_images``), as the dense
+    probe's data (``eval.dense_probe.ProbeData``): images (N, 3, S, S), masks (N, S, S) uint8. mIoU in [0, 1]."""
+    def batches(images, masks):
+        return [(x.float(), y.long()) for x, y in zip(images.split(cfg.batch_size), masks.split(cfg.batch_size))]
+
+    memory = build_memory(model, batches(memory_images, memory_masks), len(class_names),
+                          RetrievalConfig(**{**asdict(cfg), "augmentation_epochs": 1}), device,
+                          n_images=memory_images.shape[0])
+    return evaluate_retrieval(model, None, batches(val_images, val_masks), class_names, cfg, device, memory=memory)
+
+
 # ===== command line =====
 
 def get_args_parser() -> argparse.ArgumentParser:

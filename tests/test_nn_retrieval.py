@@ -298,3 +298,25 @@ def test_side_by_side_with_the_public_reproduction(tmp_path):
         assert row["memory_labels_equal"] and row["memory_features_max_abs_diff"] == 0
         assert row["label_maps_equal_fraction"] == 1.0
         assert row["ours"] == row["reference"]
+
+
+def test_retrieval_on_prepared_tensors_is_one_unaugmented_pass():
+    torch.manual_seed(0)
+    tokens = torch.randn(10, 16, 5)
+    model = TokenModel(tokens[:6])
+    images, masks = torch.zeros(6, 3, 16, 16, dtype=torch.float16), torch.randint(0, 3, (6, 16, 16)).to(torch.uint8)
+    cfg = RetrievalConfig(n_neighbours=4, augmentation_epochs=2, batch_size=6)
+    memory = build_memory(model, [(images.float(), masks.long())], 3, RetrievalConfig(), n_images=6)
+    model.tokens = tokens[6:]  # the val batch: 4 images
+    expected = evaluate_retrieval(model, None, [(images[:4].float(), masks[:4].long())], list("abc"), cfg,
+                                  memory=memory)
+    model.tokens = tokens[:6]
+    calls = iter([tokens[:6], tokens[6:]])
+
+    def next_tokens(x, n=1):
+        t = next(calls)
+        return [torch.cat([t[:, :1], t], 1)]
+
+    model.get_intermediate_layers = next_tokens
+    out = nn_retrieval.evaluate_on_tensors(model, images, masks, images[:4], masks[:4], list("abc"), cfg)
+    assert out["memory_patches"] == 6 * 16 and out["confusion"] == expected["confusion"]
