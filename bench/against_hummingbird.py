@@ -30,8 +30,6 @@ import types
 import torch
 from torch.utils.data import DataLoader
 
-from eval.dense_probe import DEV_OFFSET, POOL_OFFSET
-from eval.features import load_backbone
 from eval.nn_retrieval import (
     Memory,
     RetrievalConfig,
@@ -40,7 +38,9 @@ from eval.nn_retrieval import (
     evaluate_retrieval,
     flat_patch_features,
 )
+from eval.probe_data import DEV_OFFSET, POOL_OFFSET
 from eval.seg_datasets import SyntheticSegmentation
+from models.pretrained import load_backbone
 
 BACKENDS = ("scann", "scann_exact", "faiss_flat")
 

@@ -39,12 +39,15 @@ from torchvision.transforms import ColorJitter, InterpolationMode, RandomResized
 from tqdm import tqdm
 
 from croc_utils.atomic_io import atomic_write
+from croc_utils.cli import run_cli
 from croc_utils.synthetic import SCENE_STYLES
-from eval.dense_probe import DEV_OFFSET, POOL_OFFSET, patch_class_fractions
-from eval.features import add_backbone_args, load_backbone, patch_features, run_cli
+from eval.features import add_backbone_args, patch_features
 from eval.metrics import IGNORE_INDEX, confusion_matrix, hungarian_match, segmentation_scores
+from eval.probe import patch_class_fractions
+from eval.probe_data import DEV_OFFSET, POOL_OFFSET
 from eval.seg_datasets import DATASETS, SyntheticSegmentation, build_segmentation_dataset
 from eval.seg_transforms import LeopartEvalTransform, to_tensors
+from models.pretrained import load_backbone
 
 __all__ = ["Memory", "RetrievalConfig", "RetrievalTrainTransform", "build_memory", "evaluate_retrieval",
            "hungarian_confusion", "knn", "memory_labels", "rare_first", "retrieval_scores", "transfer_labels"]
@@ -298,7 +301,7 @@ def evaluate_on_tensors(model: nn.Module, memory_images: torch.Tensor, memory_ma
                         val_images: torch.Tensor, val_masks: torch.Tensor, class_names, cfg: RetrievalConfig,
                         device: str | torch.device = "cpu") -> dict:
     """Retrieval on images prepared once (no augmentation: one memory pass over ``memory_images``), as the dense
-    probe's data (``eval.dense_probe.ProbeData``): images (N, 3, S, S), masks (N, S, S) uint8. mIoU in [0, 1]."""
+    probe's data (``eval.probe_data.ProbeData``): images (N, 3, S, S), masks (N, S, S) uint8. mIoU in [0, 1]."""
     def batches(images, masks):
         return [(x.float(), y.long()) for x, y in zip(images.split(cfg.batch_size), masks.split(cfg.batch_size))]
 
@@ -313,36 +316,47 @@ def evaluate_on_tensors(model: nn.Module, memory_images: torch.Tensor, memory_ma
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("nn_retrieval", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
-    parser.add_argument("--dataset", default="voc", choices=DATASETS)
-    parser.add_argument("--data_path", default="", type=str, help="Root of a real dataset (not for synthetic).")
-    parser.add_argument("--input_size", default=512, type=int,
-                        help="Side of the memory and val inputs (512 in the reproduction's ViT/16 table).")
-    parser.add_argument("--memory_size", default=10240000, type=int,
-                        help="Patches kept in the memory (rare classes first); 0 keeps every patch. "
-                             "Default: 10240000 (1024 x 10^4, the largest reported).")
-    parser.add_argument("--augmentation_epochs", default=2, type=int,
-                        help="Augmented passes over the train images (2 in the reproduction's table). Default: 2.")
-    parser.add_argument("--n_neighbours", default=30, type=int, help="k. Default: 30.")
-    parser.add_argument("--temperature", default=0.02, type=float, help="Softmax temperature. Default: 0.02.")
-    parser.add_argument("--knn_backend", default="torch", choices=["torch", "faiss"],
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="voc", choices=DATASETS, help="Dataset. Default: voc.")
+    data.add_argument("--data_path", default="", type=str,
+                      help="Root of the dataset (not for synthetic). Default: empty.")
+    data.add_argument("--input_size", default=512, type=int,
+                      help="Side of the memory and val inputs (512 in the reproduction's ViT/16 table). Default: 512.")
+    data.add_argument("--memory_images", default=0, type=int,
+                      help="Use the first N train images (0: all; synthetic: 0 means 600 scenes). Default: 0.")
+    data.add_argument("--val_images", default=0, type=int,
+                      help="Score the first N val images (0: all; synthetic: 0 means 200 scenes). Default: 0.")
+    data.add_argument("--eval_split", default="val", choices=["val", "dev"],
+                      help="Synthetic only: the val split or the train-split development set. Default: val.")
+    data.add_argument("--synthetic_size", default=0, type=int,
+                      help="Side at which synthetic scenes are drawn (0: --input_size). Default: 0.")
+    data.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
+                      help="Layout of the synthetic scenes. Default: default.")
+    data.add_argument("--data_seed", default=0, type=int, help="Seed of the synthetic scenes. Default: 0.")
+    data.add_argument("--batch_size", default=32, type=int, help="Images per batch. Default: 32.")
+    data.add_argument("--num_workers", default=4, type=int, help="Data loader workers. Default: 4.")
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument("--memory_size", default=10240000, type=int,
+                          help="Patches kept in the memory (rare classes first); 0 keeps every patch. "
+                               "Default: 10240000 (1024 x 10^4, the largest reported).")
+    protocol.add_argument("--augmentation_epochs", default=2, type=int,
+                          help="Augmented passes over the train images (2 in the reproduction's table). Default: 2.")
+    protocol.add_argument("--n_neighbours", default=30, type=int, help="Neighbours per patch (k). Default: 30.")
+    protocol.add_argument("--temperature", default=0.02, type=float,
+                          help="Softmax temperature of the label transfer. Default: 0.02.")
+    search = parser.add_argument_group("search")
+    search.add_argument("--knn_backend", default="torch", choices=["torch", "faiss"],
                         help="Exact search: chunked torch matrix products on --device, or faiss's flat "
                              "inner-product index on the CPU (needs faiss installed). Default: torch.")
-    parser.add_argument("--query_chunk", default=4096, type=int, help="Query patches per similarity block.")
-    parser.add_argument("--key_chunk", default=32768, type=int, help="Memory patches per similarity block.")
-    parser.add_argument("--memory_images", default=0, type=int,
-                        help="Use the first N train images (0: all); synthetic: N scenes (default 600).")
-    parser.add_argument("--val_images", default=0, type=int,
-                        help="Score the first N val images (0: all); synthetic: N scenes (default 200).")
-    parser.add_argument("--eval_split", default="val", choices=["val", "dev"],
-                        help="Synthetic only: the val split or the train-split development set. Default: val.")
-    parser.add_argument("--synthetic_size", default=0, type=int,
-                        help="Side at which synthetic scenes are drawn (0: --input_size).")
-    parser.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES))
-    parser.add_argument("--data_seed", default=0, type=int, help="Seed of the synthetic scenes. Default: 0.")
-    parser.add_argument("--seed", default=0, type=int, help="Seed of the augmentation and the memory's draws.")
-    parser.add_argument("--batch_size", default=32, type=int)
-    parser.add_argument("--num_workers", default=4, type=int)
-    parser.add_argument("--output_dir", default=".", type=str, help="Where retrieval.json goes.")
+    search.add_argument("--query_chunk", default=4096, type=int,
+                        help="Query patches per similarity block. Default: 4096.")
+    search.add_argument("--key_chunk", default=32768, type=int,
+                        help="Memory patches per similarity block. Default: 32768.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", default=0, type=int,
+                     help="Seed of the augmentation and of the memory's draws. Default: 0.")
+    run.add_argument("--output_dir", default=".", type=str,
+                     help="Where retrieval.json goes. Default: the current folder.")
     return parser
 
 

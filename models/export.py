@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Mapping
 
 import torch
@@ -29,6 +28,7 @@ import torch
 from croc_utils.architectures import ARCH_CONFIGS
 from croc_utils.atomic_io import atomic_write
 from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
+from croc_utils.cli import run_cli
 from models.vision_transformer import build_backbone
 
 # (arch, patch size) -> timm model name; other pairs use the nearest name with overriding arguments (timm_call)
@@ -120,18 +120,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> dict:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    try:
-        metadata = export(args.pretrained_weights, args.output, args.checkpoint_key)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+def main(args: argparse.Namespace) -> dict:
+    metadata = export(args.pretrained_weights, args.output, args.checkpoint_key)
     print(f"wrote {args.output} ({metadata['arch']}/{metadata['patch_size']}); load it with\n"
           f"    {timm_snippet(args.output, metadata)}")
     return metadata
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, get_args_parser())

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from croc_utils.cli import run_cli
 from models import build_backbone
 from models.export import export, get_args_parser, infer_architecture, main, timm_call
 
@@ -47,24 +48,25 @@ def timm_model(file, metadata):
                              pretrained_cfg_overlay=dict(file=str(file)), **json.loads(metadata["timm_kwargs"]))
 
 
-@pytest.mark.parametrize("arch,patch,timm_name", [
-    ("vit_small", 16, "vit_small_patch16_224"),
-    ("vit_small", 8, "vit_small_patch8_224"),
-    ("vit_tiny", 16, "vit_tiny_patch16_224"),
-    ("vit_base", 16, "vit_base_patch16_224"),
-    ("vit_tiny", 8, "vit_tiny_patch16_224"),  # no timm name: built from the nearest one
-    ("vit_pico", 8, "vit_tiny_patch16_224"),
+@pytest.mark.parametrize("arch,patch,size,timm_name", [
+    ("vit_small", 16, 224, "vit_small_patch16_224"),  # the default grid: the timm call needs no img_size
+    ("vit_small", 8, 32, "vit_small_patch8_224"),  # smaller grids keep the other cases fast on a CPU
+    ("vit_tiny", 16, 32, "vit_tiny_patch16_224"),
+    ("vit_base", 16, 32, "vit_base_patch16_224"),
+    ("vit_tiny", 8, 32, "vit_tiny_patch16_224"),  # no timm name: built from the nearest one
+    ("vit_pico", 8, 32, "vit_tiny_patch16_224"),
 ])
-def test_timm_loads_the_export_offline_and_gives_our_features(tmp_path, no_download, arch, patch, timm_name):
+def test_timm_loads_the_export_offline_and_gives_our_features(tmp_path, no_download, arch, patch, size, timm_name):
     torch.manual_seed(0)
-    ours = build_backbone(arch, patch_size=patch).eval()
+    ours = build_backbone(arch, patch_size=patch, img_size=size).eval()
     training_checkpoint(tmp_path / "checkpoint.pth", ours)
     metadata = export(str(tmp_path / "checkpoint.pth"), str(tmp_path / "backbone.safetensors"))
     assert metadata["timm_model"] == timm_name and metadata["arch"] == arch
+    assert ("img_size" in json.loads(metadata["timm_kwargs"])) == (size != 224)
     theirs = timm_model(tmp_path / "backbone.safetensors", metadata).eval()
     for key, value in ours.state_dict().items():  # every tensor arrived (timm's load is not strict here)
         assert torch.equal(theirs.state_dict()[key], value), key
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         torch.testing.assert_close(theirs.forward_features(x), ours.get_intermediate_layers(x)[0],
                                    rtol=0, atol=1e-5)
@@ -88,7 +90,8 @@ def test_student_key_and_command_line(tmp_path, capsys):
     model = build_backbone("vit_pico", patch_size=16)
     training_checkpoint(tmp_path / "c.pth", model)
     out = tmp_path / "student.safetensors"
-    main(["--pretrained_weights", str(tmp_path / "c.pth"), "--checkpoint_key", "student", "--output", str(out)])
+    run_cli(main, get_args_parser(), ["--pretrained_weights", str(tmp_path / "c.pth"), "--checkpoint_key", "student",
+                                      "--output", str(out)])
     assert 'timm.create_model("vit_tiny_patch16_224", pretrained=True, num_classes=0' in capsys.readouterr().out
     from safetensors.torch import load_file
 
@@ -101,7 +104,7 @@ def test_infer_architecture_and_timm_arguments():
     assert infer_architecture(state) == ("vit_pico", 8, 12)
     assert timm_call("vit_pico", 8, 12) == ("vit_tiny_patch16_224", {"patch_size": 8, "embed_dim": 128,
                                                                      "num_heads": 2, "depth": 4, "img_size": 96})
-    assert timm_call("vit_base", 8, 28) == ("vit_base_patch8_224", {})
+    assert timm_call("vit_base", 8, 28) == ("vit_base_patch8_224", {})  # as ViT-B/16, tested with timm above
 
 
 @pytest.mark.parametrize("case", ["missing", "not_safetensors_name", "not_a_vit"])
@@ -114,7 +117,7 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, case):
             "not_a_vit": ["--pretrained_weights", str(tmp_path / "notvit.pth"), "--output",
                           str(tmp_path / "o.safetensors")]}[case]
     with pytest.raises(SystemExit) as exit_info:
-        main(argv)
+        run_cli(main, get_args_parser(), argv)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(get_args_parser().prog)
     assert not (tmp_path / "o.safetensors").exists()

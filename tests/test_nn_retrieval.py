@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from croc_utils.cli import run_cli
 from eval import nn_retrieval
-from eval.features import run_cli
 from eval.metrics import confusion_matrix
 from eval.nn_retrieval import (
     Memory,
