@@ -69,10 +69,13 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load a checkpoint safely (``weights_only=True``, only argparse.Namespace allowed besides tensors).
 
     Raises CheckpointError (one line naming the file) for a missing, truncated or hostile file, and for a file that is
-    not a PyTorch checkpoint at all (text, JSON, another zip archive, an empty file: see ``foreign_format``).
+    not a PyTorch checkpoint at all (text, JSON, another zip archive, an empty file: see ``foreign_format``). A
+    ``.safetensors`` file is read with ``load_safetensors`` (tensors only: nothing in it can run code).
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.endswith(".safetensors"):
+        return load_safetensors(path, map_location)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle; reported below
@@ -82,6 +85,22 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, expected a dict)")
     return obj
+
+
+def load_safetensors(path: str, map_location="cpu") -> dict:
+    """The tensors of a ``.safetensors`` file (a backbone state dict, e.g. from ``python -m models.export``), plus
+    ``args`` = {"arch", "patch_size"} when its metadata names them, as a training checkpoint's saved args do."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt", device=str(map_location)) as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated, damaged or not a safetensors file ({err})") from None
+    if "arch" in metadata and metadata.get("patch_size", "").isdigit():
+        state["args"] = {"arch": metadata["arch"], "patch_size": int(metadata["patch_size"])}
+    return state
 
 
 def _load_failure(path: str, err: Exception) -> str:

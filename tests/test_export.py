@@ -121,3 +121,28 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(get_args_parser().prog)
     assert not (tmp_path / "o.safetensors").exists()
+
+
+# ===== our loaders read the exported file =====
+
+def test_evaluators_and_hub_load_the_exported_file(tmp_path):
+    from croc_utils.checkpoint import CheckpointError, load_checkpoint
+    from models.hub import croc_vit
+    from models.pretrained import load_backbone
+
+    torch.manual_seed(0)
+    ours = build_backbone("vit_pico", patch_size=8).eval()  # trained at 224 px: the hub builds that grid
+    training_checkpoint(tmp_path / "c.pth", ours)
+    file = tmp_path / "pico.safetensors"
+    export(str(tmp_path / "c.pth"), str(file))
+    assert load_checkpoint(str(file))["args"] == {"arch": "vit_pico", "patch_size": 8}  # from the metadata
+    x = torch.randn(2, 3, 64, 64)
+    expected = ours.get_intermediate_layers(x)[0]
+    loaded = load_backbone("vit_pico", 8, str(file), verbose=False)  # the evaluators' loader
+    hub = croc_vit(str(file))  # arch and patch size from the file's metadata
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_intermediate_layers(x)[0], expected, rtol=0, atol=0)
+        torch.testing.assert_close(hub.get_intermediate_layers(x)[0], expected, rtol=0, atol=0)
+    file.write_bytes(file.read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointError, match="pico.safetensors: truncated, damaged or not a safetensors file"):
+        load_checkpoint(str(file))
