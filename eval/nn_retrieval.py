@@ -30,9 +30,11 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import ColorJitter, InterpolationMode, RandomResizedCrop
@@ -43,14 +45,15 @@ from croc_utils.cli import run_cli
 from croc_utils.synthetic import SCENE_STYLES
 from eval.features import add_backbone_args, patch_features
 from eval.metrics import IGNORE_INDEX, confusion_matrix, hungarian_match, segmentation_scores
-from eval.probe import patch_class_fractions
+from eval.probe import cache_features, patch_class_fractions
 from eval.probe_data import DEV_OFFSET, POOL_OFFSET
 from eval.seg_datasets import DATASETS, SyntheticSegmentation, build_segmentation_dataset
 from eval.seg_transforms import LeopartEvalTransform, to_tensors
 from models.pretrained import load_backbone
 
-__all__ = ["Memory", "RetrievalConfig", "RetrievalTrainTransform", "build_memory", "evaluate_retrieval",
-           "hungarian_confusion", "knn", "memory_labels", "rare_first", "retrieval_scores", "transfer_labels"]
+__all__ = ["Memory", "RetrievalConfig", "RetrievalTrainTransform", "build_memory", "evaluate_on_features",
+           "evaluate_on_tensors", "evaluate_retrieval", "hungarian_confusion", "knn", "memory_labels", "predict",
+           "rare_first", "retrieval_scores", "retrieve", "transfer_labels"]
 
 # The val transform is the reproduction's: a PIL resize to S x S, bilinear (antialiased) image, nearest mask.
 RetrievalEvalTransform = LeopartEvalTransform
@@ -86,9 +89,7 @@ class RetrievalTrainTransform:
         self.jitters = [ColorJitter(brightness=jitter), ColorJitter(contrast=jitter), ColorJitter(saturation=jitter),
                         ColorJitter(hue=jitter)]
 
-    def __call__(self, image, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
+    def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.convert("RGB")
         for jitter in self.jitters:
             if torch.rand(1).item() < self.p:
@@ -227,21 +228,26 @@ def transfer_labels(scores: torch.Tensor, indices: torch.Tensor, labels: torch.T
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, memory: Memory, cfg: RetrievalConfig,
-            out_size: tuple[int, int], index: "FaissIndex | None" = None) -> torch.Tensor:
-    """Label maps (B, H, W) of images (B, 3, S, S'): retrieved patch labels (B, C, h, w) upsampled bilinearly to
-    ``out_size``, argmax over classes."""
-    feats = F.normalize(flat_patch_features(model, images), dim=2)  # (B, N, D)
+def retrieve(feats: torch.Tensor, grid: tuple[int, int], memory: Memory, cfg: RetrievalConfig,
+             out_size: tuple[int, int], index: "FaissIndex | None" = None) -> torch.Tensor:
+    """Label maps (B, H, W) of patch features (B, h * w, D) (row-major patches of an h x w grid): retrieved patch
+    labels (B, C, h, w) upsampled bilinearly to ``out_size``, argmax over classes."""
     b, n, d = feats.shape
-    queries = feats.reshape(b * n, d)
+    queries = F.normalize(feats.reshape(b * n, d), dim=1)
     if index is not None:
         scores, idx = index.search(queries, cfg.n_neighbours)
     else:
         scores, idx = knn(queries, memory.features, cfg.n_neighbours, cfg.query_chunk, cfg.key_chunk)
     patch_labels = transfer_labels(scores, idx, memory.labels, cfg.temperature)  # (B*N, C)
-    h, w = images.shape[-2] // model.patch_size, images.shape[-1] // model.patch_size
-    patch_labels = patch_labels.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C, h, w)
+    patch_labels = patch_labels.reshape(b, *grid, -1).permute(0, 3, 1, 2)  # (B, C, h, w)
     return F.interpolate(patch_labels, size=out_size, mode="bilinear", align_corners=False).argmax(1)
+
+
+def predict(model: nn.Module, images: torch.Tensor, memory: Memory, cfg: RetrievalConfig,
+            out_size: tuple[int, int], index: "FaissIndex | None" = None) -> torch.Tensor:
+    """Label maps (B, H, W) of images (B, 3, S, S'), see ``retrieve``."""
+    grid = (images.shape[-2] // model.patch_size, images.shape[-1] // model.patch_size)
+    return retrieve(flat_patch_features(model, images), grid, memory, cfg, out_size, index)
 
 
 # ===== scores =====
@@ -297,18 +303,38 @@ def evaluate_retrieval(model: nn.Module, memory_loader, val_loader, class_names,
     return out
 
 
+@torch.no_grad()
+def evaluate_on_features(memory_feats: torch.Tensor, memory_masks: torch.Tensor, val_feats: torch.Tensor,
+                         val_masks: torch.Tensor, class_names, cfg: RetrievalConfig,
+                         device: str | torch.device = "cpu") -> dict:
+    """Retrieval on feature maps computed once, without augmentation and keeping every memory patch (as the dense
+    probe's cached features, or the fixed features of its floors): memory (M, D, h, w) and val (V, D, h, w) with
+    masks (M | V, S, S') uint8. mIoU in [0, 1]."""
+    n_classes, grid = len(class_names), tuple(val_feats.shape[-2:])
+
+    def rows(feats):  # (N, D, h, w) -> (N, h * w, D)
+        return feats.flatten(2).transpose(1, 2)
+
+    memory = Memory(F.normalize(rows(memory_feats).flatten(0, 1).float(), dim=1).to(device),
+                    memory_labels(memory_masks, grid, n_classes).flatten(0, 1).to(device))
+    if cfg.n_neighbours > len(memory):
+        raise ValueError(f"cannot retrieve {cfg.n_neighbours} neighbours from a memory of {len(memory)} patches")
+    conf = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
+    for feats, masks in zip(val_feats.split(cfg.batch_size), val_masks.split(cfg.batch_size)):
+        masks = masks.to(device).long()
+        pred = retrieve(rows(feats).to(device).float(), grid, memory, cfg, tuple(masks.shape[-2:]))
+        conf += confusion_matrix(pred, masks, n_classes)
+    return retrieval_scores(conf, list(class_names)) | {"memory_patches": len(memory), "confusion": conf.tolist()}
+
+
 def evaluate_on_tensors(model: nn.Module, memory_images: torch.Tensor, memory_masks: torch.Tensor,
                         val_images: torch.Tensor, val_masks: torch.Tensor, class_names, cfg: RetrievalConfig,
                         device: str | torch.device = "cpu") -> dict:
-    """Retrieval on images prepared once (no augmentation: one memory pass over ``memory_images``), as the dense
-    probe's data (``eval.probe_data.ProbeData``): images (N, 3, S, S), masks (N, S, S) uint8. mIoU in [0, 1]."""
-    def batches(images, masks):
-        return [(x.float(), y.long()) for x, y in zip(images.split(cfg.batch_size), masks.split(cfg.batch_size))]
-
-    memory = build_memory(model, batches(memory_images, memory_masks), len(class_names),
-                          RetrievalConfig(**{**asdict(cfg), "augmentation_epochs": 1}), device,
-                          n_images=memory_images.shape[0])
-    return evaluate_retrieval(model, None, batches(val_images, val_masks), class_names, cfg, device, memory=memory)
+    """Retrieval on images prepared once, as the dense probe's data (``eval.probe_data.ProbeData``): images
+    (N, 3, S, S), masks (N, S, S) uint8; one unaugmented pass, every memory patch kept. mIoU in [0, 1]."""
+    feats = [cache_features(model, images, batch_size=cfg.batch_size, device=device)
+             for images in (memory_images, val_images)]
+    return evaluate_on_features(feats[0], memory_masks, feats[1], val_masks, class_names, cfg, device)
 
 
 # ===== command line =====

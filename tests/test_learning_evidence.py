@@ -54,13 +54,16 @@ def test_smoke_preset_writes_three_curves(tmp_path):
         for p in points:
             for r in (p["linear"], *p["kmeans"].values()):
                 assert len(r["mious"]) == 2 and 0 <= r["miou_mean"] <= 100 and r["miou_std"] >= 0
+            assert 0 <= p["retrieval"]["miou_mean"] <= p["retrieval"]["miou_hungarian"] <= 100
+            assert p["retrieval"]["memory_patches"] == 24 * 16  # the whole pool: 24 scenes of 4 x 4 patches
     # the two runs differ only in --alpha_s
     cmds = {run: out["training"][run]["command"].split() for run in ("croc", "dino")}
     diff = [(a, b) for a, b in zip(cmds["croc"], cmds["dino"]) if a != b]
     assert sorted(diff) == sorted([("1", "0"), (str(tmp_path / "croc"), str(tmp_path / "dino"))])
     assert all(math.isfinite(x) for x in _finite_numbers(out["curves"]))
     assert {"croc_minus_random", "croc_minus_dino"} <= set(out["gaps"])
-    assert [panel["title"] for panel in out["figure"]] == ["linear probe", "K-means K=#classes", "K-means K=100"]
+    assert [panel["title"] for panel in out["figure"]] == ["linear probe", "K-means K=#classes", "K-means K=100",
+                                                           "NN retrieval (k=30)"]
     table = (tmp_path / "learning_evidence.md").read_text()
     assert table.count("| CrOC (alpha_s 1) |") == 2 and table.count("| random init |") == 1
     assert "| CrOC (alpha_s 1) |" in proc.stdout  # the table is also printed

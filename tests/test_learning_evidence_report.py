@@ -30,10 +30,11 @@ CURVES = {
 
 def test_markdown_table_lines_in_run_order_with_dashes_for_unmeasured():
     lines = report.markdown_table(CURVES).splitlines()
-    assert lines[0] == "| backbone | images seen | linear probe mIoU | K-means K=#classes | K-means K=100 |"
-    assert lines[2] == "| random init | 0 | 10.00 +- 1.00 | 16.00 +- 2.00 | 28.00 +- 1.00 |"
-    assert lines[4] == "| CrOC (alpha_s 1) | 64 | 14.50 +- 0.25 | 20.00 +- 1.60 | 30.75 +- 1.75 |"
-    assert lines[5] == "| DINO-only (alpha_s 0) | 32 | 11.00 +- 0.30 | - | - |"
+    assert lines[0] == ("| backbone | images seen | linear probe mIoU | K-means K=#classes | K-means K=100 | "
+                        "NN retrieval mIoU |")
+    assert lines[2] == "| random init | 0 | 10.00 +- 1.00 | 16.00 +- 2.00 | 28.00 +- 1.00 | - |"
+    assert lines[4] == "| CrOC (alpha_s 1) | 64 | 14.50 +- 0.25 | 20.00 +- 1.60 | 30.75 +- 1.75 | - |"
+    assert lines[5] == "| DINO-only (alpha_s 0) | 32 | 11.00 +- 0.30 | - | - | - |"
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| random init", "| CrOC (alpha_s 1)", "| CrOC (alpha_s 1)", "| DINO-only (alpha_s 0)",
         "| DINO-only (alpha_s 0)", "| floor: majority class", "| floor: \\|FFT\\| of each patch",
@@ -89,7 +90,8 @@ def test_sweep_row_and_table():
 
 def test_figure_panels_start_trained_runs_at_random_init_and_draw_references_flat():
     panels = figure.panels(CURVES)
-    assert [p["title"] for p in panels] == ["linear probe", "K-means K=#classes", "K-means K=100"]
+    assert [p["title"] for p in panels] == ["linear probe", "K-means K=#classes", "K-means K=100",
+                                            "NN retrieval (k=30)"]
     linear = {line["run"]: line for line in panels[0]["lines"]}
     assert list(linear) == ["random", "fft", "supervised", "croc", "dino"]  # the best floor only
     assert linear["croc"]["x"] == [0.0, 32.0, 64.0] and linear["croc"]["mean"] == [10.0, 12.0, 14.5]
@@ -110,11 +112,11 @@ def test_draw_writes_a_png(tmp_path):
 
 def test_one_more_column_reaches_table_and_figure():
     """The extension point: a column reading a new point entry appears in the table and as a figure panel."""
-    extra = Column("retrieval", "NN retrieval mIoU", "NN retrieval", lambda p: (
-        (p["retrieval"], 0.0) if "retrieval" in p else (math.nan, math.nan)))
-    curves = {"random": [{**CURVES["random"][0], "retrieval": 7.0}], "croc": CURVES["croc"]}
+    extra = Column("extra", "extra mIoU", "extra", lambda p: (
+        (p["extra"], 0.0) if "extra" in p else (math.nan, math.nan)))
+    curves = {"random": [{**CURVES["random"][0], "extra": 7.0}], "croc": CURVES["croc"]}
     table = report.markdown_table(curves, columns=(*COLUMNS, extra)).splitlines()
-    assert table[0].endswith("| NN retrieval mIoU |") and table[2].endswith("| 7.00 +- 0.00 |")
+    assert table[0].endswith("| extra mIoU |") and table[2].endswith("| 7.00 +- 0.00 |")
     assert table[3].endswith("| - |")
     assert figure.panels(curves, columns=(extra,))[0]["lines"][0]["mean"] == [7.0, 7.0]
     assert COLUMNS == tuple(c for e in EVALUATIONS for c in e.columns)

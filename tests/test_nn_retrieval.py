@@ -303,20 +303,23 @@ def test_side_by_side_with_the_public_reproduction(tmp_path):
 def test_retrieval_on_prepared_tensors_is_one_unaugmented_pass():
     torch.manual_seed(0)
     tokens = torch.randn(10, 16, 5)
-    model = TokenModel(tokens[:6])
-    images, masks = torch.zeros(6, 3, 16, 16, dtype=torch.float16), torch.randint(0, 3, (6, 16, 16)).to(torch.uint8)
+    images, masks = torch.zeros(10, 3, 16, 16, dtype=torch.float16), torch.randint(0, 3, (10, 16, 16)).to(torch.uint8)
     cfg = RetrievalConfig(n_neighbours=4, augmentation_epochs=2, batch_size=6)
-    memory = build_memory(model, [(images.float(), masks.long())], 3, RetrievalConfig(), n_images=6)
-    model.tokens = tokens[6:]  # the val batch: 4 images
-    expected = evaluate_retrieval(model, None, [(images[:4].float(), masks[:4].long())], list("abc"), cfg,
+    model = TokenModel(tokens[:6])
+    memory = build_memory(model, [(images[:6].float(), masks[:6].long())], 3, RetrievalConfig(), n_images=6)
+    model.tokens = tokens[6:]
+    expected = evaluate_retrieval(model, None, [(images[6:].float(), masks[6:].long())], list("abc"), cfg,
                                   memory=memory)
-    model.tokens = tokens[:6]
-    calls = iter([tokens[:6], tokens[6:]])
-
-    def next_tokens(x, n=1):
-        t = next(calls)
-        return [torch.cat([t[:, :1], t], 1)]
-
-    model.get_intermediate_layers = next_tokens
-    out = nn_retrieval.evaluate_on_tensors(model, images, masks, images[:4], masks[:4], list("abc"), cfg)
+    calls = iter([tokens[:6], tokens[6:]])  # the memory batch, then the val batch
+    model.get_intermediate_layers = lambda x, n=1: [torch.cat([torch.zeros(x.shape[0], 1, 5), next(calls)], 1)]
+    out = nn_retrieval.evaluate_on_tensors(model, images[:6], masks[:6], images[6:], masks[6:], list("abc"), cfg)
     assert out["memory_patches"] == 6 * 16 and out["confusion"] == expected["confusion"]
+    assert out["miou"] == expected["miou"] and out["miou_hungarian"] == expected["miou_hungarian"]
+
+
+def test_constant_features_retrieve_without_nan():
+    """A floor's constant feature (all similarities equal): the label transfer averages, nothing is NaN."""
+    masks = torch.randint(0, 3, (5, 8, 8)).to(torch.uint8)
+    out = nn_retrieval.evaluate_on_features(torch.zeros(3, 1, 2, 2), masks[:3], torch.zeros(2, 1, 2, 2), masks[3:],
+                                            list("abc"), RetrievalConfig(n_neighbours=5))
+    assert out["memory_patches"] == 12 and 0 <= out["miou"] <= out["miou_hungarian"] <= 1

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from croc_utils.synthetic import SyntheticScenes
-from eval.probe import evaluate_backbone, evaluate_features
+from eval.nn_retrieval import RetrievalConfig, evaluate_on_features
+from eval.probe import cache_features, evaluate_backbone, evaluate_features
 from eval.probe_baselines import FLOORS, floor_features, train_supervised
 from models.pretrained import load_backbone
 
@@ -64,7 +65,26 @@ DENSE_PROBE = Evaluation(
              Column("kmeans_classes", "K-means K=#classes", "K-means K=#classes", lambda p: _kmeans(p, 0)),
              Column("kmeans_over", "K-means K=100", "K-means K=100", lambda p: _kmeans(p, -1))))
 
-EVALUATIONS: tuple[Evaluation, ...] = (DENSE_PROBE,)
+
+
+def _retrieval(pool: torch.Tensor, val: torch.Tensor, data, preset: Preset) -> dict:
+    """Dense nearest-neighbour retrieval (eval.nn_retrieval: k 30, temperature .02) with every patch of the probe's
+    whole pool as the memory, unaugmented; deterministic, so one value (std 0). mIoU in points."""
+    cfg = RetrievalConfig(batch_size=preset.probe.batch_size)
+    out = evaluate_on_features(pool, data.pool_masks, val, data.val_masks, data.class_names, cfg, preset.device)
+    return {"retrieval": {"miou_mean": 100 * out["miou"], "miou_std": 0.0,
+                          "miou_hungarian": 100 * out["miou_hungarian"], "memory_patches": out["memory_patches"]}}
+
+
+NN_RETRIEVAL = Evaluation(
+    name="nn_retrieval",
+    on_backbone=lambda model, data, preset: _retrieval(
+        *(cache_features(model, images, batch_size=preset.probe.batch_size, device=preset.device)
+          for images in (data.pool_images, data.val_images)), data, preset),
+    on_features=_retrieval,
+    columns=(Column("retrieval", "NN retrieval mIoU", "NN retrieval (k=30)", lambda p: _summary(p.get("retrieval"))),))
+
+EVALUATIONS: tuple[Evaluation, ...] = (DENSE_PROBE, NN_RETRIEVAL)
 COLUMNS: tuple[Column, ...] = tuple(c for e in EVALUATIONS for c in e.columns)
 
 
