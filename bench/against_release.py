@@ -235,7 +235,7 @@ def random_position_map(batch: int, size: int, generator: torch.Generator) -> to
         width, height = (torch.randint(size, 3 * size, (2,), generator=generator)).tolist()
         w, h = (torch.rand(2, generator=generator) * 0.75 + 0.25).tolist()
         w, h = w * width, h * height
-        left, top = torch.rand(1, generator=generator).item() * (width - w), torch.rand(1, generator=generator).item() * (height - h)
+        left, top = (torch.rand(2, generator=generator) * torch.tensor([width - w, height - h])).tolist()
         xs = left + (torch.arange(size) + 0.5) * w / size - 0.5
         ys = top + (torch.arange(size) + 0.5) * h / size - 0.5
         if torch.rand(1, generator=generator).item() < 0.5:
@@ -484,8 +484,7 @@ class ReleaseSide(Side):
             self.student = nn.parallel.DistributedDataParallel(student, find_unused_parameters=False,
                                                                broadcast_buffers=False)
             teacher.load_state_dict(self.student.module.state_dict(), strict=False)
-            for n, p in teacher.named_parameters():
-                p.requires_grad = False
+            teacher.requires_grad_(False)
             self.teacher = teacher
             self.croc_loss = main.CrOCLoss(
                 out_dim=args.out_dim, out_dim_c=args.out_dim_c, ncrops=args.local_crops_number + 2,
@@ -788,24 +787,48 @@ def compare_clustering_problem(release, seed: int) -> dict:
 
 
 def compare_clusterings(release, n_problems: int, seed: int) -> tuple[list[dict], list[str]]:
-    results, failures, s = [], [], seed
+    """``n_problems`` random settings through both clusterings; the results and one failure line per kind of
+    disagreement (with how many settings show it and the first of them)."""
+    results, s = [], seed
     while len([r for r in results if "skipped" not in r]) < n_problems:
-        result = compare_clustering_problem(release, s)
-        results.append(result)
+        results.append(compare_clustering_problem(release, s))
         s += 1
-        if "skipped" in result:
-            continue
-        if "error" in result:
-            failures.append(f"clustering problem {result['seed']}: {result['error']} ({result['cfg']})")
-            results.pop()
-            continue
-        for key in ("hard_equal", "k_equal", "valid_equal"):
-            if not result[key]:
-                failures.append(f"clustering problem {result['seed']}: {key.replace('_equal', '')} differs")
-        if not result["tokens_diff"] <= TOLERANCES["student"]:
-            failures.append(f"clustering problem {result['seed']}: cluster tokens differ by "
-                            f"{result['tokens_diff']:.1e}")
-    return results, failures
+    done = [r for r in results if "skipped" not in r]
+    kinds = {"error": ("our clustering raised an error", lambda r: "error" in r),
+             "hard": ("hard assignments differ", lambda r: "error" not in r and not r["hard_equal"]),
+             "k": ("chosen k differs", lambda r: "error" not in r and not r["k_equal"]),
+             "valid": ("valid clusters differ", lambda r: "error" not in r and not r["valid_equal"]),
+             "tokens": (f"cluster tokens differ by more than {TOLERANCES['student']:.0e}",
+                        lambda r: "error" not in r and not r["tokens_diff"] <= TOLERANCES["student"])}
+    failures = []
+    for what, test in kinds.values():
+        bad = [r for r in done if test(r)]
+        if bad:
+            detail = f": {bad[0]['error']}" if "error" in bad[0] else ""
+            failures.append(f"clustering: {what} in {len(bad)} of {len(done)} settings (first: setting "
+                            f"{bad[0]['seed']}{detail})")
+    return [r for r in done if "error" not in r] + [r for r in results if "skipped" in r], failures
+
+
+def clustering_summary(results: list[dict]) -> str:
+    done = [r for r in results if "skipped" not in r]
+    skipped = [r for r in results if "skipped" in r]
+    lines = [f"{len(done)} random settings completed, {sum(r['problems'] for r in done)} problems"]
+    if done:
+        lines.append(f"hard assignments equal: {sum(r['hard_equal'] for r in done)}/{len(done)}; chosen k equal: "
+                     f"{sum(r['k_equal'] for r in done)}/{len(done)}; valid clusters equal: "
+                     f"{sum(r['valid_equal'] for r in done)}/{len(done)}; max relative difference of the plans "
+                     f"{max(r['plan_diff'] for r in done):.1e}, of the cluster tokens "
+                     f"{max(r['tokens_diff'] for r in done):.1e}")
+        lines.append(f"k chosen: {sorted({k for r in done for k in r['ks']})}; lambda: "
+                     f"{sorted({r['cfg']['sinkhorn_lambda'] for r in done})}; n_tokens: "
+                     f"{sorted({r['cfg']['n_tokens'] for r in done})}; Sinkhorn iterations: "
+                     f"{sorted({r['cfg']['sinkhorn_iterations'] for r in done})}; uniform marginals in "
+                     f"{sum(r['cfg']['uniform_marginals'] for r in done)}")
+    if skipped:
+        lines.append(f"{len(skipped)} drawn setting(s) skipped: the released code fails on them "
+                     f"({skipped[0]['skipped']})")
+    return "\n".join(lines)
 
 
 # ===================================================================== speed
@@ -872,23 +895,12 @@ def run(args) -> int:
         failures += training_failures(rows)
 
         # ---- clustering alone
-        t0 = time.perf_counter()
-        results, clustering_failures = compare_clusterings(release, args.clustering_problems, args.seed)
-        failures += clustering_failures
-        done = [r for r in results if "skipped" not in r]
-        print(f"\n## Clustering alone ({time.perf_counter() - t0:.0f} s): {len(done)} random settings, "
-              f"{sum(r['problems'] for r in done)} problems\n")
-        print(f"hard assignments equal: {sum(r['hard_equal'] for r in done)}/{len(done)}; chosen k equal: "
-              f"{sum(r['k_equal'] for r in done)}/{len(done)}; valid clusters equal: "
-              f"{sum(r['valid_equal'] for r in done)}/{len(done)}; max relative difference of the plans "
-              f"{max(r['plan_diff'] for r in done):.1e}, of the cluster tokens {max(r['tokens_diff'] for r in done):.1e}")
-        print(f"k chosen: {sorted({k for r in done for k in r['ks']})}; lambda: "
-              f"{sorted({r['cfg']['sinkhorn_lambda'] for r in done})}; n_tokens: "
-              f"{sorted({r['cfg']['n_tokens'] for r in done})}; uniform marginals in "
-              f"{sum(r['cfg']['uniform_marginals'] for r in done)}")
-        skipped = [r for r in results if "skipped" in r]
-        if skipped:
-            print(f"{len(skipped)} drawn problem(s) skipped: the released code fails on them ({skipped[0]['skipped']})")
+        if args.clustering_problems:
+            t0 = time.perf_counter()
+            results, clustering_failures = compare_clusterings(release, args.clustering_problems, args.seed)
+            failures += clustering_failures
+            print(f"\n## Clustering alone ({time.perf_counter() - t0:.0f} s)\n")
+            print(clustering_summary(results))
 
         # ---- speed
         if args.speed_repeats:
@@ -904,7 +916,14 @@ def run(args) -> int:
 
 
 def training_failures(rows: list[Row]) -> list[str]:
-    return [f"step {row.label}: {failure}" for row in rows for failure in row.failures()]
+    """One line per quantity past its tolerance: the first step where it is, and in how many later steps."""
+    first, count = {}, {}
+    for row in rows:
+        for failure in row.failures():
+            quantity = failure.split(" ")[0]
+            count[quantity] = count.get(quantity, 0) + 1
+            first.setdefault(quantity, f"step {row.label}: {failure}")
+    return [line + (f" (and in {count[q] - 1} later steps)" if count[q] > 1 else "") for q, line in first.items()]
 
 
 def verdict(failures: list[str]) -> int:

@@ -53,9 +53,9 @@ def test_same_code_on_both_sides_gives_zero_difference(tmp_path, capsys):
 def test_a_changed_centre_momentum_is_reported(tmp_path, capsys):
     ref, cand, batches = _ours_twice(tmp_path)
     cand.croc_loss.center_momentum = 0.91  # planted: the released 0.9 changed
-    rows = ar.compare_training(ref, cand, batches, seed=0, epochs=EPOCHS)
+    rows = ar.compare_training(ref, cand, batches[:STEPS], seed=0, epochs=1)
     failures = ar.training_failures(rows)
-    assert any("step 0.0: center " in f for f in failures), failures
+    assert any(f.startswith("step 0.0: center ") and "later steps" in f for f in failures), failures
     assert ar.verdict(failures) == 1
     assert "FAILED" in capsys.readouterr().out
 
@@ -63,7 +63,7 @@ def test_a_changed_centre_momentum_is_reported(tmp_path, capsys):
 def test_a_changed_ema_momentum_moves_the_teacher_only(tmp_path):
     ref, cand, batches = _ours_twice(tmp_path)
     cand.momentum.values = cand.momentum.values - 1e-3  # planted: the teacher's EMA momentum off by 1e-3
-    rows = ar.compare_training(ref, cand, batches, seed=0, epochs=EPOCHS)
+    rows = ar.compare_training(ref, cand, batches[:STEPS], seed=0, epochs=1)
     first = rows[1]
     assert first.diffs["teacher"] > ar.TOLERANCES["teacher"] and first.diffs["student"] == 0
     assert first.diffs["loss"] == 0 and first.diffs["schedule"] > 0
@@ -71,10 +71,11 @@ def test_a_changed_ema_momentum_moves_the_teacher_only(tmp_path):
 
 
 def test_a_different_gradient_is_reported_with_its_tensor(tmp_path):
-    def train_one_epoch(student, *args, **kwargs):  # planted: the gradient of one tensor scaled before the step
-        optimizer = args[3]
-        handle = optimizer.register_step_pre_hook(
-            lambda opt, a, k: student.backbone.pos_embed.grad.mul_(1.001) and None)
+    def train_one_epoch(student, *args, **kwargs):  # planted: the gradient of one tensor dropped before the step
+        def scale_pos_embed_grad(optimizer, hook_args, hook_kwargs):
+            student.backbone.pos_embed.grad.zero_()
+
+        handle = args[3].register_step_pre_hook(scale_pos_embed_grad)  # args[3]: the optimizer
         try:
             return ar.main_croc.train_one_epoch(student, *args, **kwargs)
         finally:
@@ -82,7 +83,7 @@ def test_a_different_gradient_is_reported_with_its_tensor(tmp_path):
 
     ref, cand, batches = _ours_twice(tmp_path, train_one_epoch=train_one_epoch)
     # the recorder's hook was registered first, so it sees the gradient before the planted change: the weights move
-    rows = ar.compare_training(ref, cand, batches[:2], seed=0, epochs=1)
+    rows = ar.compare_training(ref, cand, batches[:STEPS], seed=0, epochs=1)
     assert rows[2].where["student"] == "backbone.pos_embed" and rows[2].diffs["student"] > ar.TOLERANCES["student"]
 
 
@@ -97,7 +98,7 @@ def test_key_third_of_qkv_bias_is_split_off():
 def test_relative_difference():
     a = torch.tensor([3.0, 4.0])
     assert ar.rel_diff(a, a.clone()) == 0
-    assert ar.rel_diff(a, a + torch.tensor([0.0, 5e-3])) == pytest.approx(1e-3)
+    assert ar.rel_diff(a, a + torch.tensor([0.0, 5e-3])) == pytest.approx(1e-3, rel=1e-4)
     assert ar.rel_diff(torch.zeros(2), torch.tensor([0.0, 1.0])) == float("inf")
     diff, where = ar.max_rel_diff({"a": a, "g": None}, {"a": a, "g": torch.ones(1)})
     assert diff == float("inf") and where == "g"  # a gradient present on one side only
