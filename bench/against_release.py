@@ -61,7 +61,8 @@ from croc_utils.checkpoint import network_state, restart_from_checkpoint  # noqa
 from croc_utils.clustering import ClusteringConfig, cluster_views  # noqa: E402
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups  # noqa: E402
 from croc_utils.parser import parse_args  # noqa: E402
-from croc_utils.step import Precision, build_loss, build_networks  # noqa: E402
+from croc_utils.step import Precision, build_loss  # noqa: E402
+from models.network import build_networks  # noqa: E402
 
 RELEASE_PACKAGES = ("croc_utils", "models", "utils", "datasets")  # top-level names of the released code
 RELEASE_FILES = ("main_croc.py", "utils/utils.py", "models/vision_transformer.py", "croc_utils/data_transforms.py",
