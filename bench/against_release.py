@@ -2,7 +2,7 @@
 
     git clone https://github.com/stegmuel/CrOC /tmp/CrOC          # the released code, unmodified
     pip install einops                                            # the one package it needs that we do not
-    python bench/against_release.py --release_dir /tmp/CrOC       # about 3 minutes on 2 CPU cores
+    python bench/against_release.py --release_dir /tmp/CrOC       # about 270 s of CPU time in all
 
 The released code is imported from ``--release_dir`` at run time (its packages ``croc_utils``, ``models``, ``utils``
 share names with ours, so it is loaded into a separate namespace) and made to run on a CPU without editing its
