@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import time
-from itertools import islice
 
 import torch
 
@@ -30,6 +29,7 @@ from croc_utils.atomic_io import DiskFullError, save_checkpoint
 from croc_utils.checkpoint import (
     CheckpointError,
     images_seen,
+    load_checkpoint,
     network_state,
     restart_from_checkpoint,
     resume_position,
@@ -41,6 +41,8 @@ from croc_utils.logging import MetricLogger, TensorboardWriter, append_log_line
 from croc_utils.monitor import CollapseWatch, non_finite_cause, non_finite_message
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
 from croc_utils.parser import parse_args
+from croc_utils.rng import CHECKPOINT_KEY as RNG_KEY
+from croc_utils.rng import gather_rng_states, restore_rng_states
 from croc_utils.run_dir import OutputDirError, RunDir
 from croc_utils.step import Precision, build_loss, forward_step, update_student, update_teacher
 from croc_utils.transforms import CrOCAugmentation
@@ -101,9 +103,13 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
     run_variables = {"epoch": 0, "iteration": 0, "images_seen": None, "args": None}
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     resume = run_dir.resume_path  # checkpoint.pth, or the newest readable snapshot when it is missing or unreadable
-    if resume and restart_from_checkpoint(resume, run_variables, loaded=run_dir.take_loaded(), student=student,
-                                          teacher=teacher, optimizer=optimizer, fp16_scaler=precision.scaler,
-                                          croc_loss=croc_loss):
+    resumed_rng = {}  # the random-number states saved with the checkpoint, for a resume in the middle of an epoch
+    if resume:
+        ckpt = run_dir.take_loaded() or load_checkpoint(resume)
+        restart_from_checkpoint(resume, run_variables, loaded=ckpt, student=student, teacher=teacher,
+                                optimizer=optimizer, fp16_scaler=precision.scaler, croc_loss=croc_loss)
+        resumed_rng = {RNG_KEY: ckpt.get(RNG_KEY)}
+        del ckpt
         print(f"Resumed from {resume} at epoch {run_variables['epoch']}, iteration {run_variables['iteration']}.")
     images_per_step = args.batch_size_per_gpu * args.world_size
     start_epoch, start_iter = resume_position(run_variables, images_per_step=images_per_step,
@@ -112,10 +118,11 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
 
     tb = TensorboardWriter(args.output_dir if args.tensorboard and du.is_main_process() else None)
 
-    def checkpoint(epoch: int, iteration: int = 0) -> dict:
+    def checkpoint(epoch: int, iteration: int, rng_states: list) -> dict:
         state = {"student": network_state(student, ddp_prefix=True), "teacher": network_state(teacher, False),
                  "optimizer": optimizer.state_dict(), "epoch": epoch, "iteration": iteration, "args": args,
-                 "croc_loss": croc_loss.state_dict(), "images_seen": images_seen(iteration, images_per_step)}
+                 "croc_loss": croc_loss.state_dict(), "images_seen": images_seen(iteration, images_per_step),
+                 RNG_KEY: rng_states}
         if precision.scaler is not None:
             state["fp16_scaler"] = precision.scaler.state_dict()
         return state
@@ -123,8 +130,12 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
     start_time = time.time()
     print(f"Starting CrOC training from epoch {start_epoch} to {args.epochs}.")
     for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
+        # a resume in the middle of the epoch: the sampler skips the batches already trained on (nothing of them is
+        # read), and the generators continue where the checkpoint left them
+        sampler.set_epoch(epoch, start=start_iter * args.batch_size_per_gpu)
         du.fix_random_seeds(args.seed + 1000 * epoch + args.rank)  # an epoch depends only on (seed, epoch, rank)
+        if start_iter:
+            restore_rng_states(resumed_rng, resume)
 
         # ============ training one epoch of CrOC ... ============
         try:
@@ -135,22 +146,25 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
             print(non_finite_message(err, epoch, ckpt_path, fp16=precision.scaler is not None), force=True)
             sys.exit(1)
         start_iter = 0
+        mid_epoch = stopped_at is not None and stopped_at < len(data_loader)
 
         # ============ writing logs and checkpoints ... ============
+        rng_states = gather_rng_states()  # every rank's generators (a collective), for an exact resume
         if du.is_main_process():
-            if stopped_at is not None:  # SIGTERM: save where we are and leave
-                save_checkpoint(checkpoint(epoch, stopped_at), ckpt_path)
+            if mid_epoch:  # SIGTERM: save where we are and leave
+                save_checkpoint(checkpoint(epoch, stopped_at, rng_states), ckpt_path)
             else:  # the log line first: a resume cuts the lines of epochs that its checkpoint has not seen
                 if stats:  # empty when the epoch ran no step: no line that would read as if it trained
                     append_log_line(os.path.join(args.output_dir, "log.txt"),
                                     {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
                     tb.scalars(stats, epoch)
-                state = checkpoint(epoch + 1)
+                state = checkpoint(epoch + 1, 0, rng_states)
                 save_checkpoint(state, ckpt_path)
                 if args.saveckp_freq and (epoch + 1) % args.saveckp_freq == 0:
                     save_checkpoint(state, os.path.join(args.output_dir, f"checkpoint{epoch:04}.pth"))
         if stopped_at is not None:
-            print(f"SIGTERM received: saved {ckpt_path} at epoch {epoch}, iteration {stopped_at}; exiting.")
+            where = f"epoch {epoch}, iteration {stopped_at}" if mid_epoch else f"the end of epoch {epoch}"
+            print(f"SIGTERM received: saved {ckpt_path} at {where}; exiting.")
             break
     print(f"Training time {datetime.timedelta(seconds=int(time.time() - start_time))}")
     tb.close()
@@ -160,16 +174,20 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
 
 def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedules, epoch, precision, args, *,
                     device: torch.device, stop: dict, start_iter: int = 0, collapse_watch: CollapseWatch | None = None):
-    """One epoch (docs/algorithm.md sections 3-5), from batch ``start_iter`` on.
+    """One epoch (docs/algorithm.md sections 3-5), from batch ``start_iter`` on (the sampler has skipped the batches
+    before it: ``data_loader`` yields batch ``start_iter`` first).
 
-    Returns (averaged stats, iteration where SIGTERM stopped us or None); the stats are empty when no step ran. One
-    host sync per step: the check that every process is healthy (finite loss and teacher output) and none was asked
+    Returns (averaged stats, None), or (stats, n) when SIGTERM stopped the epoch after its step n - 1 (the step in
+    flight when the signal came is completed, so that the saved state is one the uninterrupted run passes through);
+    n equals ``len(data_loader)`` when that was the epoch's last step. The stats are empty when no step ran. One host
+    sync per step: the check that every process is healthy (finite loss and teacher output) and whether any was asked
     to stop.
     """
     logger = MetricLogger(header=f"Epoch [{epoch}/{args.epochs}]", log_freq=args.log_freq,
                           total=len(data_loader), start=start_iter)
     cluster_cfg = ClusteringConfig.from_args(args)
-    for it_in_epoch, batch in enumerate(islice(data_loader, start_iter, None), start=start_iter):
+    stopped_at = None
+    for it_in_epoch, batch in enumerate(data_loader, start=start_iter):
         it = len(data_loader) * epoch + it_in_epoch  # global iteration
         schedules.apply(optimizer, it)
         out = forward_step(batch, student, teacher, croc_loss, epoch, cluster_cfg=cluster_cfg, alpha_s=args.alpha_s,
@@ -178,8 +196,6 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
         if status.unhealthy_ranks:
             raise NonFiniteLoss(non_finite_cause(out.loss.item(), status.unhealthy_ranks, rank=args.rank,
                                                  world_size=args.world_size, iteration=it_in_epoch))
-        if status.stop_requested:
-            return logger.summary(), it_in_epoch
         update_student(out.loss, student, optimizer, epoch, precision=precision, clip_grad=args.clip_grad,
                        freeze_last_layer=args.freeze_last_layer)
         update_teacher(teacher, student, float(schedules.momentum[it]))
@@ -190,6 +206,11 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
                       lr=optimizer.param_groups[0]["lr"], wd=optimizer.param_groups[0]["weight_decay"], **diagnostics)
         if collapse_watch is not None:
             collapse_watch.update(**diagnostics)
+        if status.stop_requested:
+            stopped_at = it_in_epoch + 1
+            break
+    if stopped_at is not None and stopped_at < len(data_loader):
+        return logger.summary(), stopped_at
     if logger.count == 0:  # nothing was left of the epoch: no loss, no throughput to report
         print(f"Notice: epoch {epoch} ran no iteration (it starts at {start_iter} of {len(data_loader)}).")
         return {}, None
@@ -197,7 +218,7 @@ def train_one_epoch(student, teacher, croc_loss, data_loader, optimizer, schedul
     if collapse_watch is not None:
         stats.update(collapse_watch.end_epoch(epoch))
     stats.update(data_loader.dataset.skipped_this_epoch(epoch))
-    return stats, None
+    return stats, stopped_at
 
 
 def main(argv=None) -> None:

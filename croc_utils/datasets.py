@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import tarfile
+from itertools import islice
 
 import numpy as np
 import torch
@@ -110,15 +111,22 @@ class EpochSampler(Sampler):
     `set_epoch(epoch)` seeds the wrapped sampler for that epoch (DistributedSampler's own `set_epoch`, or a reseed of a
     RandomSampler's generator). Iterating twice without `set_epoch` in between moves to the next epoch, so a training
     loop that forgets the call still gets fresh views each epoch (but then epochs are not reproducible on resume).
+
+    `set_epoch(epoch, start=n)` resumes in the middle of an epoch: the first ``n`` indices of this process's order are
+    skipped before the loader sees them, so nothing of them is read or decoded, and the remaining samples keep their
+    order and their views. ``len()`` stays the whole epoch's (the iteration count of the schedules).
     """
 
     def __init__(self, sampler: DistributedSampler | RandomSampler, seed: int):
-        self.sampler, self.seed, self.epoch = sampler, seed, 0
+        self.sampler, self.seed, self.epoch, self.start = sampler, seed, 0, 0
         self._iterated = False
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._iterated = epoch, False
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Seed ``epoch``; its next iteration begins at position ``start`` (samples of this process, 0-based)."""
+        if not 0 <= start <= len(self.sampler):
+            raise ValueError(f"EpochSampler: start {start} is outside the epoch's {len(self.sampler)} samples")
+        self.epoch, self.start, self._iterated = epoch, start, False
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)  # DistributedSampler shuffles with seed + epoch
         else:
@@ -129,7 +137,8 @@ class EpochSampler(Sampler):
             self.set_epoch(self.epoch + 1)
         self._iterated = True
         epoch = self.epoch
-        for index in self.sampler:
+        # the order is drawn whole (one permutation), then cut: the kept samples are where they would have been
+        for index in islice(self.sampler, self.start, None):
             yield index, mix_seed(self.seed, epoch, index)
 
     def __len__(self) -> int:

@@ -289,7 +289,7 @@ def test_mid_epoch_resume_with_another_batch_size_goes_by_images_seen(tmp_path, 
     # 8 images, batch 2: 4 iterations per epoch; stopped at (epoch 0, iteration 3), after 6 images of the epoch
     eight = ["--synthetic_num_images", "8", "--epochs", "2", "--global_crops_size", "32", "--saveckp_freq", "0"]
     with monkeypatch.context() as patch:
-        sigterm_after(patch, steps=3)
+        sigterm_after(patch, steps=2)  # the step in flight when the signal comes (iteration 2) is completed
         out = run(tmp_path, "a", *eight, "--batch_size_per_gpu", "2")
     ckpt = load_checkpoint(os.path.join(out, "checkpoint.pth"))
     assert (ckpt["epoch"], ckpt["iteration"], ckpt["images_seen"]) == (0, 3, 6)
@@ -314,8 +314,11 @@ def test_mid_epoch_resume_with_another_batch_size_goes_by_images_seen(tmp_path, 
 
 def test_an_epoch_that_runs_no_step_reports_no_stats(tmp_path, capsys):
     args = parse_args(SMALL + ["--output_dir", str(tmp_path)])
-    loader = [{"crops": []}] * 2  # never read: nothing is left of the epoch
-    stats, stopped_at = main_croc.train_one_epoch(None, None, None, loader, None, None, 0, None, args,
+    class Exhausted(list):  # what the loader is when its sampler skipped the whole epoch: 2 batches long, none left
+        def __len__(self):
+            return 2
+
+    stats, stopped_at = main_croc.train_one_epoch(None, None, None, Exhausted(), None, None, 0, None, args,
                                                   device=torch.device("cpu"), stop={}, start_iter=2)
     assert (stats, stopped_at) == ({}, None)
     assert "Notice: epoch 0 ran no iteration (it starts at 2 of 2)." in capsys.readouterr().out
