@@ -18,6 +18,7 @@ stops every rank with the same one-line error. The rules:
 """
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -141,7 +142,13 @@ class RunLock:
             if not stale:
                 raise OutputDirError(f"--output_dir {folder} is used by a running training ({_describe(holder)}); "
                                      "wait for it to end or choose another --output_dir")
-            if _remove_if_holder(path, holder):
+            try:
+                taken = _remove_if_holder(path, holder)
+            except OSError as err:
+                raise OutputDirError(f"--output_dir {folder}: the lock {path} of a run that is no longer alive "
+                                     f"({_describe(holder)}) cannot be taken over safely here ({err.strerror}); "
+                                     f"delete {path} and rerun") from None
+            if taken:
                 print(f"Notice: took over the stale lock {path} of a run that is no longer alive "
                       f"({_describe(holder)}).")
         raise OutputDirError(f"--output_dir {folder}: could not take its lock {path} (other runs starting there?)")
@@ -178,17 +185,43 @@ def _create_exclusive(path: str, holder: dict) -> bool:
 
 
 def _remove_if_holder(path: str, holder: dict) -> bool:
-    """Remove the lock file if it still names ``holder`` (another starting run may have replaced it meanwhile)."""
-    aside = f"{path}.stale-{os.getpid()}-{secrets.token_hex(4)}"
+    """Remove the lock file if it still names ``holder``; False when it is gone or names another run.
+
+    The check and the removal happen under an exclusive ``flock`` of that very file (held for a few system calls),
+    so two runs taking over the same stale lock are serialised, and the file removed is the one that named
+    ``holder``: a lock file only ever appears where none is (O_EXCL), and only a taker removes a dead run's. Nothing
+    is renamed nor put back, so no other run's fresh lock can be removed or overwritten. OSError when the file system
+    offers no such lock (or the file is another user's).
+    """
     try:
-        os.rename(path, aside)  # atomic: of two runs taking over, one gets the file
+        fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return False
-    if _read_lock(aside) == holder:
-        os.remove(aside)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:  # removed by the taker before us
+            return False
+        mine = os.fstat(fd)
+        if (here.st_ino, here.st_dev) != (mine.st_ino, mine.st_dev) or _read_lock_fd(fd) != holder:
+            return False
+        os.remove(path)
         return True
-    os.replace(aside, path)  # a live run's fresh lock: put it back
-    return False
+    finally:
+        os.close(fd)  # and with it the flock
+
+
+def _read_lock_fd(fd: int) -> Optional[dict]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    try:
+        holder = json.loads(b"".join(chunks).decode() or "null")
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 # ===== what to resume from =====

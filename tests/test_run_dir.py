@@ -265,3 +265,46 @@ def test_full_disk_in_training_is_one_line_and_the_rerun_resumes(tmp_path, capsy
     status, stdout, _ = cli(capsys, out, "--epochs", "2", "--saveckp_freq", "0")  # space freed: it resumes
     assert status == 0 and "cut the lines of epoch(s) 1, which this run logs again" in stdout
     assert epochs_in_log(out) == [0, 1] and load_checkpoint(str(out / "checkpoint.pth"))["epoch"] == 2
+
+
+def test_two_takeovers_of_one_stale_lock_never_leave_two_holders(tmp_path, dead_pid, monkeypatch):
+    """Runs B and A both find the lock of a dead run. A takes it over first; B, going on with its own takeover,
+    must neither remove A's fresh lock nor put back a lock over the one a third run C creates meanwhile: in the end
+    exactly one run holds the folder, and the lock file names it."""
+    from croc_utils import run_dir
+
+    folder, path = str(tmp_path), str(tmp_path / LOCK_NAME)
+    write_lock(folder, pid=dead_pid)
+    holders, events = [], []
+    stale, read_lock = run_dir._stale, run_dir._read_lock
+
+    def acquire(name):
+        try:
+            holders.append((name, RunLock.acquire(folder)))
+        except OutputDirError:
+            events.append(f"{name} refused")
+
+    def b_sees_stale_then_a_takes_over(holder, me):
+        result = stale(holder, me)
+        if result and not events:
+            events.append("A starts")
+            acquire("A")  # A takes the stale lock over while B is deciding
+            events.append("A done")
+        return result
+
+    def c_starts_while_the_lock_file_is_away(lock_path):
+        if lock_path != path and "A done" in events and "C starts" not in events and not os.path.exists(path):
+            events.append("C starts")
+            acquire("C")  # a third run finds no lock file at all
+        return read_lock(lock_path)
+
+    monkeypatch.setattr(run_dir, "_stale", b_sees_stale_then_a_takes_over)
+    monkeypatch.setattr(run_dir, "_read_lock", c_starts_while_the_lock_file_is_away)
+    acquire("B")
+    monkeypatch.undo()
+    if "C starts" not in events:
+        acquire("C")
+    on_disk = run_dir._read_lock(path)
+    assert len(holders) == 1, f"{[name for name, _ in holders]} all believe they hold the folder ({events})"
+    assert on_disk["token"] == holders[0][1].holder["token"]
+    assert not [name for name in os.listdir(folder) if name != LOCK_NAME]  # nothing set aside is left behind
