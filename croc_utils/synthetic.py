@@ -18,6 +18,8 @@ import argparse
 import math
 import multiprocessing
 import os
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,9 +250,17 @@ def render_all(split: str, num_images: int, size: int, seed: int, workers: int |
     if workers == 1:
         parts = [_render_range(*chunk) for chunk in chunks]
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
             parts = list(pool.map(_render_range, *zip(*chunks)))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` (cheap) unless this process has initialised CUDA or runs other threads: a forked copy of a CUDA
+    context or of a lock held by another thread can crash or hang the child, so ``spawn`` then."""
+    torch = sys.modules.get("torch")  # not imported here: only a process that uses torch can have CUDA on
+    cuda_on = torch is not None and torch.cuda.is_initialized()
+    return multiprocessing.get_context("spawn" if cuda_on or threading.active_count() > 1 else "fork")
 
 
 class SyntheticScenes:

@@ -183,3 +183,27 @@ def test_texture_scene_is_deterministic_and_figure_has_its_legend(tmp_path):
     assert np.array_equal(np.asarray(a[1][0]), np.asarray(b[1][0])) and np.array_equal(a[1][1], b[1][1])
     path = save_figure(str(tmp_path / "t.png"), size=48, count=2, style="texture")
     assert Image.open(path).size[1] == 2 * (48 + 4) + 22 * len(a.classes)
+
+
+def test_the_cache_pool_does_not_fork_a_process_that_initialised_cuda(monkeypatch):
+    """A forked child of a process with a CUDA context (or other threads) may crash or hang: the pool spawns then,
+    and draws the same scenes."""
+    import torch
+
+    from croc_utils import synthetic
+
+    methods, executor = [], synthetic.ProcessPoolExecutor
+
+    def recording_executor(*args, mp_context=None, **kwargs):
+        methods.append(mp_context.get_start_method())
+        return executor(*args, mp_context=mp_context, **kwargs)
+
+    monkeypatch.setattr(synthetic, "ProcessPoolExecutor", recording_executor)
+    expected = synthetic.render_all("train", 4, 32, seed=5, workers=1)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    images, masks = synthetic.render_all("train", 4, 32, seed=5, workers=2)
+    assert methods == ["spawn"]
+    assert np.array_equal(images, expected[0]) and np.array_equal(masks, expected[1])
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    synthetic.render_all("train", 4, 32, seed=5, workers=2)
+    assert methods == ["spawn", "fork"]  # no CUDA, no other thread: the cheap fork
