@@ -180,22 +180,35 @@ def first_frame_objects(first: torch.Tensor) -> int:
     return int(ids.max()) if ids.numel() else 0
 
 
-def sequence_jf(pred: torch.Tensor, gt: torch.Tensor,
-                n_objects: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_jf(pred: torch.Tensor, gt: torch.Tensor, n_objects: int | None = None,
+                max_pixels: int = 2**24) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-object, per-frame J and F (n_obj, T') for label maps (T, H, W) of one sequence.
 
     Object ids are 1..n_objects (default: :func:`first_frame_objects` of the first ground-truth frame; ids above it
     in later frames are not scored). As in the DAVIS semi-supervised benchmark, the first and last frames are left
     out (T' = T - 2) and void pixels are not masked out. A sequence without objects gives (0, T') tensors.
+
+    The frames are scored in chunks of at most ``max_pixels`` object-pixels (n_obj x frames x H x W; the boundary
+    dilation holds 4 bytes each): a long 480p sequence no longer needs one allocation of all of them. Every score
+    is per frame, so the chunking does not change any number.
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}")
     if n_objects is None:
         n_objects = first_frame_objects(gt[0])
     pred, gt = pred[1:-1], gt[1:-1]
-    n_frames = gt.shape[0]  # the explicit shapes below keep a sequence without objects a (0, T') result
     ids = torch.arange(1, n_objects + 1, device=gt.device)[:, None, None, None]  # (n_obj, 1, 1, 1)
-    pred_m = (pred[None] == ids).flatten(0, 1)  # (n_obj*T', H, W)
+    step = max(1, max_pixels // max(1, n_objects * gt[0].numel())) if len(gt) else 1  # frames per chunk
+    parts = [_chunk_jf(pred[a:a + step], gt[a:a + step], ids) for a in range(0, len(gt), step)]
+    if not parts:  # no scored frame: (n_obj, 0)
+        return _chunk_jf(pred, gt, ids)
+    return torch.cat([j for j, _ in parts], 1), torch.cat([f for _, f in parts], 1)
+
+
+def _chunk_jf(pred: torch.Tensor, gt: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """J and F (n_obj, t) of label maps (t, H, W) for the object ids (n_obj, 1, 1, 1)."""
+    n_objects, n_frames = ids.shape[0], gt.shape[0]  # explicit shapes keep a sequence without objects (0, t)
+    pred_m = (pred[None] == ids).flatten(0, 1)  # (n_obj*t, H, W)
     gt_m = (gt[None] == ids).flatten(0, 1)
     j = region_similarity(pred_m, gt_m).reshape(n_objects, n_frames)
     f = boundary_f_measure(pred_m, gt_m).reshape(n_objects, n_frames)

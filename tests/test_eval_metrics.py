@@ -297,3 +297,27 @@ def test_overall_statistics_average_objects_not_sequences():
     # an object without scored frames has NaN statistics, and a NaN is not skipped by the overall means (np.mean)
     with_nan = davis_scores({"a": one, "short": (torch.zeros(1, 0), torch.zeros(1, 0))})
     assert math.isnan(with_nan["per_object"]["short_1"]["J-Mean"]) and math.isnan(with_nan["J-Mean"])
+
+
+def test_sequence_jf_scores_long_sequences_in_chunks_with_identical_numbers(monkeypatch):
+    """Memory: the masks of every object in every frame are never allocated at once (here at most 3 frames of 2
+    objects per chunk); the chunked scores equal the one-piece ones exactly."""
+    from eval import metrics
+
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 3, (11, 24, 20), generator=gen)
+    gt[0, :2, :2] = 2  # the first frame names objects 1 and 2
+    pred = torch.where(torch.rand(gt.shape, generator=gen) < 0.2, torch.randint(0, 3, gt.shape, generator=gen), gt)
+    whole = sequence_jf(pred, gt, max_pixels=2**40)
+    sizes, boundary = [], metrics.boundary_f_measure
+
+    def recording(pred_m, gt_m, *args, **kwargs):
+        sizes.append(pred_m.numel())
+        return boundary(pred_m, gt_m, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "boundary_f_measure", recording)
+    chunked = sequence_jf(pred, gt, max_pixels=3 * 2 * 24 * 20)
+    assert max(sizes) <= 3 * 2 * 24 * 20 and len(sizes) == 3  # 9 scored frames, 3 per chunk
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    assert whole[0].shape == (2, 9)
+    assert sequence_jf(pred[:2], gt[:2], max_pixels=10)[0].shape == (2, 0)  # no scored frame
