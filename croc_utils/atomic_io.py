@@ -9,15 +9,15 @@ the file, the free space and about how much was needed.
 import errno
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from typing import Callable, Mapping, Optional
 
 import torch
 
 TEMP_MARKER = ".croc-partial-"  # temp files of atomic_write: <target>.croc-partial-<8 random chars>.tmp
 RUN_FILES = r"checkpoint(?:\d{4,})?\.pth|args\.json"  # the files main_croc.py writes through atomic_write
-_TEMP_NAME = re.compile(rf"^(?:{RUN_FILES}){re.escape(TEMP_MARKER)}[a-z0-9_]{{8}}\.tmp$")  # mkstemp's 8 characters
+_TEMP_NAME = re.compile(rf"^(?:{RUN_FILES}){re.escape(TEMP_MARKER)}[a-z0-9_]{{8}}\.tmp$")  # atomic_write's 8 characters
 
 
 class DiskFullError(OSError):
@@ -37,20 +37,20 @@ def save_checkpoint(obj: dict, path: str) -> None:
 
 
 def atomic_write(path: str, write: Callable, *, size: int) -> None:
-    """``write(f)`` into a temporary file in the same folder, fsync, then atomically replace ``path``.
+    """``write(f)`` into a temporary file in the same folder, fsync, atomically replace ``path``, fsync the folder.
 
-    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``. A kill
+    A crash at any moment leaves either the previous file or the new one, never a partial file at ``path``; the
+    folder's fsync makes the rename itself durable (without it a power loss can bring the old file back). A kill
     (SIGKILL, pre-emption) during the write leaves the temporary file, ``<name>.croc-partial-XXXXXXXX.tmp``, which
-    ``remove_partial_saves`` recognises by that name and deletes at the next start. Any failure removes the
-    temporary file; a full disk or quota (ENOSPC / EDQUOT, or the RuntimeError torch raises when its write fails)
-    becomes a DiskFullError naming the folder, its free space and ``size``, the bytes about needed.
+    ``remove_partial_saves`` recognises by that name and deletes at the next start. The file is created with mode
+    0o666 less the umask, as any new file (the umask is never changed). Any failure removes the temporary file; a
+    full disk or quota (ENOSPC / EDQUOT, or the RuntimeError torch raises when its write fails) becomes a
+    DiskFullError naming the folder, its free space and ``size``, the bytes about needed.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + TEMP_MARKER, suffix=".tmp", dir=folder)
+    fd, tmp = _create_temporary(folder, os.path.basename(path))
     try:
-        # mkstemp creates the file readable by its owner only; give it the mode any other new file would get
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -62,6 +62,39 @@ def atomic_write(path: str, write: Callable, *, size: int) -> None:
         if is_out_of_space(err):
             raise DiskFullError(out_of_space_message(path, size, err, intact=os.path.exists(path))) from err
         raise
+    fsync_folder(folder)
+
+
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _create_temporary(folder: str, name: str) -> tuple[int, str]:
+    """Create ``<name>.croc-partial-XXXXXXXX.tmp`` (8 random characters of [a-z0-9_]) exclusively; (fd, path).
+
+    Our own names, not tempfile's (whose naming is private), so that ``is_partial_save`` always knows them."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{name}{TEMP_MARKER}{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name for {name} in {folder}")
+
+
+def fsync_folder(folder: str) -> None:
+    """Make the entries of ``folder`` (a rename into it) durable; a no-op where folders cannot be opened or
+    synced (some network and Windows file systems)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def state_nbytes(obj) -> int:
@@ -117,16 +150,9 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it: set it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def is_partial_save(folder: str, name: str) -> bool:
     """True for a temporary file that ``atomic_write`` makes for a file of a training run: a regular file, not a
-    link, named ``<target>.croc-partial-XXXXXXXX.tmp`` with mkstemp's 8 characters [a-z0-9_], where ``<target>`` is
+    link, named ``<target>.croc-partial-XXXXXXXX.tmp`` with 8 random characters [a-z0-9_], where ``<target>`` is
     a name main_croc.py writes that way (``RUN_FILES``: checkpoint.pth, checkpointNNNN.pth, args.json). Any other
     name, e.g. ``mynotes.croc-partial-12345678.tmp`` or ``log.txt.croc-partial-...`` (log.txt is appended to, never
     written through a temporary file), is not ours."""

@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from types import SimpleNamespace
 
 import pytest
@@ -130,7 +131,7 @@ save_checkpoint({"epoch": 99}, sys.argv[1])
 LOOK_ALIKES = [  # a user's files and folders whose names resemble ours: none may go
     "checkpoint.pth.abcd1234.tmp",  # the generic mkstemp naming (also what older versions of this code wrote)
     "checkpoint.pth.croc-partial-mine.tmp",  # not 8 characters
-    "checkpoint.pth.croc-partial-ABCD1234.tmp",  # mkstemp never writes capitals
+    "checkpoint.pth.croc-partial-ABCD1234.tmp",  # the saver never writes capitals
     "checkpoint.pth.croc-partial-abcd1234.tmp.bak",
     "croc-partial-abcd1234.tmp",  # no target name
     "mynotes.croc-partial-12345678.tmp",  # a target the saver never writes (issue 17)
@@ -204,3 +205,54 @@ def test_nothing_to_remove_prints_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
     assert sorted(os.listdir(tmp_path)) == sorted(LOOK_ALIKES + ["dir.croc-partial-abcd1234.tmp",
                                                                  "link.croc-partial-abcd1234.tmp", "sub"])
+
+
+# ===== durable renames, our own temporary names, the umask left alone =====
+def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
+    """Without an fsync of the folder the rename itself can be lost on a crash (the old file comes back)."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        fsync(fd)
+
+    def recording_replace(src, dst):
+        events.append("replace")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    atomic_write(str(tmp_path / "args.json"), lambda f: f.write(b"{}"), size=2)
+    assert events == ["fsync file", "replace", "fsync folder"]
+    assert (tmp_path / "args.json").read_bytes() == b"{}"
+
+
+def test_temporary_names_do_not_depend_on_tempfile_internals(tmp_path, monkeypatch):
+    """A leftover must be recognised by remove_partial_saves whatever names tempfile would make (its naming is
+    private: another Python may change it)."""
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(["NotOurs_Name_42", "AnotherOne_43"]))
+    seen = []
+
+    def write(f):
+        seen.extend((name, is_partial_save(str(tmp_path), name)) for name in os.listdir(tmp_path)
+                    if name != "checkpoint.pth")
+        f.write(b"x")
+
+    for _ in range(3):
+        atomic_write(str(tmp_path / "checkpoint.pth"), write, size=1)
+    assert len(seen) == 3 and all(recognised for _, recognised in seen), seen
+    assert len(set(seen)) == 3 and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_the_process_umask_is_never_changed_and_applies_to_the_file(tmp_path, monkeypatch):
+    """Changing the umask, even for a moment, is seen by every other thread of the process."""
+    calls = []
+    umask = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or umask(mask))
+    previous = umask(0o027)
+    try:
+        atomic_write(str(tmp_path / "args.json"), lambda f: f.write(b"{}"), size=2)
+    finally:
+        umask(previous)
+    assert calls == []
+    assert stat.S_IMODE(os.stat(tmp_path / "args.json").st_mode) == 0o640

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 import main_croc
-from croc_utils.checkpoint import load_checkpoint, save_checkpoint
+from croc_utils.atomic_io import save_checkpoint
+from croc_utils.checkpoint import load_checkpoint
 from croc_utils.datasets import build_pretrain_loader
 from croc_utils.parser import parse_args
 from croc_utils.rng import CHECKPOINT_KEY, restore_rng_states, rng_state, set_rng_state
