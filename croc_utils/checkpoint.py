@@ -229,13 +229,29 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, ckpt: Mapping, path: 
               f"optimizer state (the networks, loss centres and epoch resume).")
         return
     try:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(with_execution_options(ckpt["optimizer"], optimizer))
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot restore 'optimizer': {str(err).splitlines()[0]}") from None
     missing = sorted({key for group in optimizer.param_groups for key in optimizer.defaults if key not in group})
     if missing:
         raise CheckpointError(f"{path}: its optimizer state does not fit --optimizer {current}: the parameter groups "
                               f"lack {', '.join(missing)} (the state of another optimizer?)")
+
+
+EXECUTION_OPTIONS = ("foreach", "fused", "capturable", "differentiable")  # how an optimizer computes, not what
+
+
+def with_execution_options(saved: Mapping, optimizer: torch.optim.Optimizer) -> dict:
+    """``saved`` (an optimizer state dict) with ``optimizer``'s execution options in its parameter groups.
+
+    torch's ``load_state_dict`` takes the groups as saved, options included: a checkpoint written on CPU (foreach
+    AdamW) would resume on CUDA without the fused kernel, and its step counters would stay on the CPU, where the
+    fused kernel does not want them. The options of the optimizer built for this device win; the state is the same.
+    """
+    groups = [{**group, **{k: current[k] for k in EXECUTION_OPTIONS if k in current}}
+              for group, current in zip(saved["param_groups"], optimizer.param_groups)]
+    groups += saved["param_groups"][len(groups):]  # a group count that differs is refused by load_state_dict
+    return {**saved, "param_groups": groups}
 
 
 def images_seen(iteration: int, images_per_step: int) -> int:

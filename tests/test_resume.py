@@ -154,3 +154,27 @@ def test_rng_states_of_another_world_size_are_not_used(capsys):
     assert not restore_rng_states({CHECKPOINT_KEY: [state, state]}, "c.pth")
     assert "states of 2 processes, this run has 1" in capsys.readouterr().out
     assert draws() == expected  # untouched
+
+
+# ===== the optimizer's execution options =====
+
+def test_a_checkpoint_of_another_device_resumes_with_this_devices_adamw_kernel(tmp_path):
+    """A CPU checkpoint (foreach AdamW) resumed where build_optimizer picks the fused kernel (CUDA) must run fused,
+    with its step counters where the fused kernel wants them. CUDA is not available here: the fused CPU kernel
+    stands in for it; the device move itself is not tested."""
+    from croc_utils.checkpoint import load_optimizer_state
+
+    model = torch.nn.Linear(4, 3)
+    cpu = torch.optim.AdamW(model.parameters(), foreach=True)  # what build_optimizer gives on CPU
+    model(torch.randn(2, 4)).sum().backward()
+    cpu.step()
+    ckpt = {"optimizer": cpu.state_dict()}
+    fused = torch.optim.AdamW(model.parameters(), fused=True)  # what build_optimizer gives on CUDA
+    load_optimizer_state(fused, ckpt, "checkpoint.pth")
+    group = fused.param_groups[0]
+    assert (group["fused"], group["foreach"]) == (True, None)
+    assert all(s["step"].dtype == torch.float32 for s in fused.state.values())  # as the fused kernel keeps it
+    assert torch.equal(fused.state[model.weight]["exp_avg"], cpu.state[model.weight]["exp_avg"])
+    fused.step()  # runs
+    load_optimizer_state(cpu, {"optimizer": fused.state_dict()}, "checkpoint.pth")  # and back
+    assert (cpu.param_groups[0]["fused"], cpu.param_groups[0]["foreach"]) == (None, True)
