@@ -36,7 +36,7 @@ from croc_utils.checkpoint import (
     unwrap,
 )
 from croc_utils.clustering import ClusteringConfig
-from croc_utils.datasets import UnreadableDataError, build_pretrain_dataset, build_pretrain_loader
+from croc_utils.datasets import DataConfigError, UnreadableDataError, build_pretrain_dataset, build_pretrain_loader
 from croc_utils.logging import MetricLogger, TensorboardWriter, append_log_line
 from croc_utils.monitor import CollapseWatch, non_finite_cause, non_finite_message
 from croc_utils.optim import Schedules, build_optimizer, get_params_groups
@@ -78,7 +78,7 @@ def train(args, device: torch.device, *, run_dir: RunDir, stop: dict):
         data_loader, sampler = build_pretrain_loader(dataset, args.batch_size_per_gpu, args.num_workers, args.seed,
                                                      distributed=args.distributed, pin_memory=device.type == "cuda",
                                                      prefetch_factor=args.prefetch_factor)
-    except (FileNotFoundError, ValueError) as err:
+    except DataConfigError as err:  # a data flag's own error; any other exception keeps its traceback
         sys.exit(f"error: {err} ({DEMO_HINT})")
     print("\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
     print(f"Data loaded: {len(dataset)} images, {len(data_loader)} iterations per epoch.")

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from croc_utils.distributed import is_dist, local_rank
-from croc_utils.synthetic import SyntheticScenes
+from croc_utils.synthetic import DataConfigError, DataPathError, SyntheticScenes
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def build_pretrain_loader(
     else:
         base = RandomSampler(dataset, generator=torch.Generator())
     if len(base) < batch_size:
-        raise ValueError(
+        raise DataConfigError(
             f"--batch_size_per_gpu {batch_size} is larger than the {len(base)} images each process gets "
             f"({len(dataset)} in the dataset): no full batch"
         )
@@ -349,13 +349,13 @@ class SyntheticPretrainDataset(_PretrainDataset):
 def list_images(folder: str, flag: str) -> list[str]:
     """All image files under `folder` (recursively, symlinks followed), sorted; clear errors if none."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{flag}: {folder} does not exist or is not a folder")
+        raise DataPathError(f"{flag}: {folder} does not exist or is not a folder")
     files = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         dirs.sort()
         files += [os.path.join(root, name) for name in sorted(names) if name.lower().endswith(IMG_EXTENSIONS)]
     if not files:
-        raise ValueError(f"{flag}: no images ({', '.join(IMG_EXTENSIONS)}) under {folder}")
+        raise DataConfigError(f"{flag}: no images ({', '.join(IMG_EXTENSIONS)}) under {folder}")
     return files
 
 
@@ -371,13 +371,13 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
     A marker file makes a restarted run skip the extraction.
     """
     if not untar_path:
-        raise ValueError(f"{flag}: {archive} is an archive, so --untar_path must name where to extract it")
+        raise DataConfigError(f"{flag}: {archive} is an archive, so --untar_path must name where to extract it")
     if untar_path.startswith("$"):
         if untar_path[1:] not in os.environ:
-            raise ValueError(f"--untar_path: environment variable {untar_path[1:]} is not set")
+            raise DataConfigError(f"--untar_path: environment variable {untar_path[1:]} is not set")
         untar_path = os.environ[untar_path[1:]]
     if not os.path.isfile(archive):
-        raise FileNotFoundError(f"{flag}: {archive} does not exist")
+        raise DataPathError(f"{flag}: {archive} does not exist")
     marker = os.path.join(untar_path, f".{os.path.basename(archive)}.extracted")
     if local_rank() == 0 and not os.path.exists(marker):
         os.makedirs(untar_path, exist_ok=True)
@@ -388,7 +388,7 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tar.extractall(untar_path, **safe)
         except (tarfile.TarError, OSError) as err:
-            raise ValueError(f"{flag}: cannot extract {archive} ({err})") from err
+            raise DataConfigError(f"{flag}: cannot extract {archive} ({err})") from err
         open(marker, "w").close()
     if is_dist():
         dist.barrier()  # the other local processes wait for the extraction
@@ -397,7 +397,7 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
 
 def _root(path: str, flag: str, untar_path: str) -> str:
     if not path:
-        raise ValueError(f"{flag} is not set")
+        raise DataConfigError(f"{flag} is not set")
     return untar(path, untar_path, flag) if path.endswith(ARCHIVE_EXTENSIONS) else path
 
 
@@ -437,7 +437,7 @@ def build_pretrain_dataset(args, transform) -> Dataset:
     elif kind in ("coco", "coco+"):
         files, source = _coco_files(args, with_unlabeled=kind == "coco+"), f"--coco_path {args.coco_path}"
     else:
-        raise ValueError(f"--dataset_type: unknown {kind!r} (expected one of {', '.join(DATASET_TYPES)})")
+        raise DataConfigError(f"--dataset_type: unknown {kind!r} (expected one of {', '.join(DATASET_TYPES)})")
     dataset = ImageFilesDataset(files, transform, source=source)
     dataset.check_readable()
     return dataset

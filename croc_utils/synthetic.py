@@ -29,6 +29,16 @@ from PIL import Image, ImageDraw
 
 from croc_utils.texture_scenes import TEXTURE_FAMILIES, render_texture_scene
 
+class DataConfigError(ValueError):
+    """A data flag that cannot be used (a missing folder or archive, no images, an unknown dataset type, a batch
+    larger than the data, a bad --synthetic_* value); the message is one line naming the flag. Defined here, the
+    lowest of the data modules; croc_utils.datasets raises it too. Other ValueErrors are bugs, not user errors."""
+
+
+class DataPathError(DataConfigError, FileNotFoundError):
+    """A data flag naming a file or folder that does not exist."""
+
+
 SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring", "star", "cross", "crescent")
 TEXTURES = ("rings", "checker", "stripes", "dots", "sectors", "grid", "waves")
 # Preferred texture family of each object class (index into TEXTURES), in SYNTHETIC_CLASSES[1:] order.
@@ -226,7 +236,7 @@ def render_scene(rng: np.random.Generator, size: int = 224, style: str = "defaul
 
 def scene_style(name: str) -> SceneStyle:
     if name not in SCENE_STYLES:
-        raise ValueError(f"--synthetic_style must be one of {', '.join(SCENE_STYLES)}, got {name!r}")
+        raise DataConfigError(f"--synthetic_style must be one of {', '.join(SCENE_STYLES)}, got {name!r}")
     return SCENE_STYLES[name]
 
 
@@ -283,13 +293,13 @@ class SyntheticScenes:
     def __init__(self, split: str = "train", num_images: int = 1000, size: int = 224, seed: int = 0,
                  cache: bool = False, workers: int | None = None, first_index: int = 0, style: str = "default"):
         if split not in SPLITS:
-            raise ValueError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
+            raise DataConfigError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
         if num_images <= 0:
-            raise ValueError(f"--synthetic_num_images must be positive, got {num_images}")
+            raise DataConfigError(f"--synthetic_num_images must be positive, got {num_images}")
         if size < 16:
-            raise ValueError(f"--synthetic_size must be at least 16 px, got {size}")
+            raise DataConfigError(f"--synthetic_size must be at least 16 px, got {size}")
         if first_index < 0:
-            raise ValueError(f"synthetic first_index must be >= 0, got {first_index}")
+            raise DataConfigError(f"synthetic first_index must be >= 0, got {first_index}")
         self.split, self.num_images, self.size, self.seed = split, num_images, size, seed
         self.first_index, self.style = first_index, style
         scene_style(style)  # a bad name fails here, not in a loader worker

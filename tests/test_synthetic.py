@@ -205,5 +205,6 @@ def test_the_cache_pool_does_not_fork_a_process_that_initialised_cuda(monkeypatc
     assert methods == ["spawn"]
     assert np.array_equal(images, expected[0]) and np.array_equal(masks, expected[1])
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(synthetic.threading, "active_count", lambda: 1)
     synthetic.render_all("train", 4, 32, seed=5, workers=2)
     assert methods == ["spawn", "fork"]  # no CUDA, no other thread: the cheap fork

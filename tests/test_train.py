@@ -322,3 +322,16 @@ def test_an_epoch_that_runs_no_step_reports_no_stats(tmp_path, capsys):
                                                   device=torch.device("cpu"), stop={}, start_iter=2)
     assert (stats, stopped_at) == ({}, None)
     assert "Notice: epoch 0 ran no iteration (it starts at 2 of 2)." in capsys.readouterr().out
+
+
+def test_an_internal_error_while_setting_up_the_data_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the data flags' own errors become the one-line "no dataset" message; a bug is not disguised as one."""
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(main_croc, "build_pretrain_loader", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        run(tmp_path, "bug", "--epochs", "1")
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match=f"--data_path: {tmp_path / 'nope'} does not exist .*--dataset_type synthetic"):
+        run(tmp_path, "flag", "--epochs", "1", "--dataset_type", "imagefolder", "--data_path", str(tmp_path / "nope"))
