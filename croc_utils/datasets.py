@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import tarfile
+import time
 from itertools import islice
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+from croc_utils.atomic_io import atomic_write
 from croc_utils.distributed import is_dist, local_rank
 from croc_utils.synthetic import DataConfigError, DataPathError, SyntheticScenes
 
@@ -368,7 +370,10 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
     """Extract `archive` into `untar_path` once per node; return `untar_path`/<archive name without extension>.
 
     `untar_path` may be '$VAR' (an environment variable, e.g. a node-local scratch folder), as in the release.
-    A marker file makes a restarted run skip the extraction.
+    Local rank 0 extracts; the other processes of the node wait for its marker file (no collective, so an extraction
+    longer than --dist_timeout is fine), then every process learns every node's outcome in one collective: a
+    failure stops all of them with the same one-line error. The marker records the archive's size and modification
+    time: a rerun skips the extraction, unless the archive has changed since.
     """
     if not untar_path:
         raise DataConfigError(f"{flag}: {archive} is an archive, so --untar_path must name where to extract it")
@@ -379,20 +384,79 @@ def untar(archive: str, untar_path: str, flag: str) -> str:
     if not os.path.isfile(archive):
         raise DataPathError(f"{flag}: {archive} does not exist")
     marker = os.path.join(untar_path, f".{os.path.basename(archive)}.extracted")
-    if local_rank() == 0 and not os.path.exists(marker):
-        os.makedirs(untar_path, exist_ok=True)
-        print(f"extracting {archive} to {untar_path}")
-        try:
-            with tarfile.open(archive) as tar:
-                # The "data" filter refuses absolute paths, links out of the folder and devices (Python >= 3.10.12).
-                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(untar_path, **safe)
-        except (tarfile.TarError, OSError) as err:
-            raise DataConfigError(f"{flag}: cannot extract {archive} ({err})") from err
-        open(marker, "w").close()
-    if is_dist():
-        dist.barrier()  # the other local processes wait for the extraction
+    stat = os.stat(archive)
+    fingerprint = f"{stat.st_size} {stat.st_mtime_ns}"
+    if local_rank() == 0:
+        error = _extract_once(archive, untar_path, flag, marker, fingerprint)
+    else:
+        error = _wait_for_extraction(marker, fingerprint, since=time.time())
+    if is_dist():  # every process learns every node's outcome
+        outcomes = [None] * dist.get_world_size()
+        dist.all_gather_object(outcomes, error)
+        error = next((outcome for outcome in outcomes if outcome), None)
+    if error:
+        raise DataConfigError(error)
     return os.path.join(untar_path, _archive_stem(archive))
+
+
+def _failure_marker(marker: str) -> str:
+    return marker[: -len(".extracted")] + ".failed"
+
+
+def _read_marker(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_marker(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()), size=len(text))
+
+
+def _extract_once(archive: str, untar_path: str, flag: str, marker: str, fingerprint: str) -> str | None:
+    """Local rank 0: extract unless the marker names this very archive; None, or the one-line error (also written
+    to the failure marker, for the waiting processes)."""
+    recorded = _read_marker(marker)
+    if recorded == fingerprint:
+        return None
+    if recorded == "":  # a marker of an older version, without the archive's fingerprint: trusted, as then
+        _write_marker(marker, fingerprint)
+        return None
+    if recorded is not None:
+        print(f"Notice: {archive} changed since it was extracted to {untar_path}: extracting it again.")
+    for stale in (marker, _failure_marker(marker)):
+        if os.path.exists(stale):
+            os.remove(stale)
+    os.makedirs(untar_path, exist_ok=True)
+    print(f"extracting {archive} to {untar_path}")
+    try:
+        with tarfile.open(archive) as tar:
+            # The "data" filter refuses absolute paths, links out of the folder and devices (Python >= 3.10.12).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(untar_path, **safe)
+    except (tarfile.TarError, OSError) as err:
+        message = f"{flag}: cannot extract {archive} ({err})"
+        _write_marker(_failure_marker(marker), message)
+        return message
+    _write_marker(marker, fingerprint)
+    return None
+
+
+def _wait_for_extraction(marker: str, fingerprint: str, since: float, poll: float = 0.5) -> str | None:
+    """Another local process: wait, without a timeout, until local rank 0's marker names this archive (None) or it
+    reports a failure written after ``since`` (that failure's one-line error)."""
+    failed = _failure_marker(marker)
+    while True:
+        if _read_marker(marker) == fingerprint:
+            return None
+        try:
+            if os.stat(failed).st_mtime >= since - 2:  # an older failure marker is a previous run's
+                return _read_marker(failed)
+        except FileNotFoundError:
+            pass
+        time.sleep(poll)
 
 
 def _root(path: str, flag: str, untar_path: str) -> str:

@@ -383,3 +383,63 @@ def test_values_with_no_known_scale_are_counted_as_unreadable(tmp_path, caplog):
     assert ds.num_skipped == 2
     warned = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
     assert len(warned) == 2 and "no known scale" in warned[0] and "[-5," in warned[0]
+
+
+# ===== archive extraction: changed archives, failures and slow extractions under torch.distributed =====
+
+def test_a_changed_archive_is_extracted_again(tmp_path, capsys):
+    write_images(tmp_path / "v1" / "data", ["a.png"])
+    make_tar(tmp_path / "data.tar", tmp_path / "v1" / "data", "data")
+    root = datasets.untar(str(tmp_path / "data.tar"), str(tmp_path / "x"), "--data_path")
+    assert os.listdir(root) == ["a.png"]
+    write_images(tmp_path / "v2" / "data", ["a.png", "b.png"])
+    make_tar(tmp_path / "data.tar", tmp_path / "v2" / "data", "data")  # replaced by a new version
+    os.utime(tmp_path / "data.tar", ns=(1, 2 * 10**18))
+    capsys.readouterr()
+    root = datasets.untar(str(tmp_path / "data.tar"), str(tmp_path / "x"), "--data_path")
+    assert sorted(os.listdir(root)) == ["a.png", "b.png"]
+    assert "changed since it was extracted" in capsys.readouterr().out
+    datasets.untar(str(tmp_path / "data.tar"), str(tmp_path / "x"), "--data_path")  # unchanged: nothing to do
+    assert "extracting" not in capsys.readouterr().out
+
+
+def _untar_worker(rank, port, results, archive, untar_path, slow):
+    import time
+
+    from tests.test_distributed import _join_group
+
+    _join_group(rank, port, dist_timeout=0.05)  # 3 s: shorter than the extraction when slow
+    if rank == 0 and slow:
+        extractall = tarfile.TarFile.extractall
+
+        def slow_extractall(self, *args, **kwargs):
+            time.sleep(6)
+            return extractall(self, *args, **kwargs)
+
+        tarfile.TarFile.extractall = slow_extractall
+    try:
+        root = datasets.untar(archive, untar_path, "--data_path")
+        results.put((rank, f"ok {sorted(os.listdir(root))}"))
+    except Exception as err:
+        results.put((rank, f"{type(err).__name__}: {str(err).splitlines()[0]}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_local_process_learns_that_the_extraction_failed(tmp_path):
+    """Local rank 0 fails to extract: the other processes get the same one-line error at once, not a timeout."""
+    from tests.test_distributed import _run_two
+
+    (tmp_path / "data.tar").write_bytes(b"not a tar archive" * 100)
+    outcomes = sorted(_run_two(_untar_worker, str(tmp_path / "data.tar"), str(tmp_path / "x"), False))
+    assert [rank for rank, _ in outcomes] == [0, 1]
+    assert all(text.startswith("DataConfigError: --data_path: cannot extract") for _, text in outcomes), outcomes
+
+
+def test_an_extraction_longer_than_dist_timeout_does_not_end_the_job(tmp_path):
+    from tests.test_distributed import _run_two
+
+    write_images(tmp_path / "src" / "data", ["a.png"])
+    make_tar(tmp_path / "data.tar", tmp_path / "src" / "data", "data")
+    outcomes = sorted(_run_two(_untar_worker, str(tmp_path / "data.tar"), str(tmp_path / "x"), True))
+    assert outcomes == [(0, "ok ['a.png']"), (1, "ok ['a.png']")], outcomes
