@@ -52,36 +52,66 @@ class UnreadableDataError(RuntimeError):
 
 
 # ===== reading one image as 8-bit RGB =====
-# Mode "F" (32-bit float): the first range that holds every value sets the scale to 0..255. Values outside all of
-# them (negative, above 65535, NaN or inf) have no known meaning: the file is counted as unreadable.
-FLOAT_SCALES = ((1.0, 255.0), (255.0, 1.0), (65535.0, 1 / 257))  # (highest value, factor to 0..255)
-INT_SCALES = ((65535.0, 1 / 257),)  # mode "I" (32-bit int): PIL's mode for 16-bit greyscale in some formats
+# Modes "I" (32-bit int) and "F" (32-bit float): the value of full white. Where the file states its bit depth (a TIFF
+# of up to 16 bits per sample; PPM/PGM, which PIL reads onto 0..65535) that depth sets it. Elsewhere (floats, 32-bit
+# int containers) it is the first of these ranges that holds at least IN_RANGE_SHARE of the values, so that a few
+# stray values (a float image in [0, 1] with one value at 1.0001) do not change the scale of the whole image. Values
+# outside [0, full white] are clipped and counted in one warning per file; when no range holds that share (negative
+# data, values above 65535, NaN or inf) the file has no known meaning and is counted as unreadable.
+FLOAT_RANGES = (1.0, 255.0, 65535.0)
+INT_RANGES = (255.0, 65535.0)
+IN_RANGE_SHARE = 0.99
+_warned_clipped: set[str] = set()
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image, path: str = "") -> Image.Image:
     """``img`` as 8-bit RGB, keeping what its values mean; ValueError when no sensible conversion exists.
 
     PIL's ``convert("RGB")`` clips 16-bit and float greyscale to 0..255: a 16-bit PNG comes out almost white, a float
     image in [0, 1] black. Here 16-bit greyscale (``I;16*``) is divided by 257 (65535 -> 255); ``I`` and ``F`` are
-    scaled by the ranges of ``INT_SCALES`` / ``FLOAT_SCALES`` (a float image in [0, 1] is multiplied by 255); the grey
-    levels become three equal channels. Every other mode (1, L, P, LA, PA, RGBA, RGBX, CMYK, YCbCr, HSV, LAB) is
-    PIL's conversion, which is right for them (alpha is dropped, as the released pipeline does). 16-bit RGB has no
-    PIL mode: PIL either reads its high bytes as RGB (PNG) or refuses the file (counted as unreadable).
+    scaled from their full-white value (see ``FLOAT_RANGES``: what the file says, else the range of most values);
+    the grey levels become three equal channels. Every other mode (1, L, P, LA, PA, RGBA, RGBX, CMYK, YCbCr, HSV,
+    LAB) is PIL's conversion, which is right for them (alpha is dropped, as the released pipeline does). 16-bit RGB
+    has no PIL mode: PIL either reads its high bytes as RGB (PNG) or refuses the file (counted as unreadable).
+    ``path`` names the file in the warning about clipped values.
     """
     mode = img.mode
     if mode.startswith("I;16"):
         return _grey_to_rgb(np.asarray(img).astype(np.float64) / 257)
     if mode in ("I", "F"):
-        return _grey_to_rgb(_scaled(np.asarray(img).astype(np.float64), mode))
+        return _grey_to_rgb(_scaled(np.asarray(img).astype(np.float64), mode, declared_white(img), path))
     return img.convert("RGB")
 
 
-def _scaled(values: np.ndarray, mode: str) -> np.ndarray:
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if np.isfinite(low) and np.isfinite(high) and low >= 0:
-        for limit, factor in FLOAT_SCALES if mode == "F" else INT_SCALES:
-            if high <= limit:
-                return values * factor
+def declared_white(img: Image.Image) -> float | None:
+    """The full-white value the file states for a mode I image (None when it states none, and for floats)."""
+    if img.mode != "I":
+        return None
+    if img.format == "PPM":
+        return 65535.0  # PIL scales PPM/PGM samples of any maxval above 255 onto 0..65535
+    bits = getattr(img, "tag_v2", {}).get(258) if img.format == "TIFF" else None  # BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    return float(2**bits - 1) if isinstance(bits, int) and 0 < bits <= 16 else None
+
+
+def _scaled(values: np.ndarray, mode: str, white: float | None = None, path: str = "") -> np.ndarray:
+    """(H, W) values on the 0..255 scale, full white being ``white`` (chosen from the values when None)."""
+    if white is None:
+        white = _white_of_most_values(values, FLOAT_RANGES if mode == "F" else INT_RANGES, mode)
+    outside = int(np.count_nonzero(~((values >= 0) & (values <= white))))  # NaN counts as outside
+    if outside and path not in _warned_clipped:
+        _warned_clipped.add(path)
+        logger.warning("%s: %d of %d values of this mode %s image lie outside [0, %g]: clipped", path or "an image",
+                       outside, values.size, mode, white)
+    return np.nan_to_num(values, nan=0.0) * (255.0 / white)
+
+
+def _white_of_most_values(values: np.ndarray, ranges: tuple, mode: str) -> float:
+    for white in ranges:
+        if not values.size or np.count_nonzero((values >= 0) & (values <= white)) >= IN_RANGE_SHARE * values.size:
+            return white
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
     raise ValueError(f"mode {mode} with values in [{low:g}, {high:g}]: no known scale to 8 bits")
 
 
@@ -93,7 +123,7 @@ def _grey_to_rgb(grey: np.ndarray) -> Image.Image:
 def read_rgb(path: str) -> Image.Image:
     """The image at ``path`` as 8-bit RGB (``to_rgb``); raises one of READ_ERRORS for a file that cannot be used."""
     with Image.open(path) as img:
-        return to_rgb(img)
+        return to_rgb(img, path)
 
 
 # ===== reproducible sampling =====

@@ -385,6 +385,24 @@ def test_values_with_no_known_scale_are_counted_as_unreadable(tmp_path, caplog):
     assert len(warned) == 2 and "no known scale" in warned[0] and "[-5," in warned[0]
 
 
+def test_a_few_stray_values_do_not_change_the_scale_and_are_counted(tmp_path, caplog):
+    """A float image in [0, 1] with one value at 1.0001 keeps the [0, 1] scale (the value is clipped, one warning
+    counts it); 8-bit data in a 32-bit integer TIFF keeps its grey levels."""
+    stray = FLOAT01.copy()
+    stray[3, 3] = 1.0001
+    grey(stray, "F").save(tmp_path / "stray.tif")
+    grey(RGB8[..., 0].astype(np.int32)).save(tmp_path / "eight_in_int32.tif")
+    with caplog.at_level(logging.WARNING, logger="croc_utils.datasets"):
+        ds = ImageFilesDataset([str(tmp_path / "stray.tif"), str(tmp_path / "eight_in_int32.tif")])
+        stray_rgb, eight_rgb = np.asarray(ds[0]).astype(float), np.asarray(ds[1]).astype(float)
+    expected = np.clip(stray, 0, 1) * 255
+    assert np.abs(stray_rgb[..., 0] - expected).max() <= 0.5 and ds.num_skipped == 0
+    assert np.array_equal(eight_rgb[..., 0], RGB8[..., 0])  # not divided by 257
+    warned = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert warned == [f"{tmp_path / 'stray.tif'}: 1 of 256 values of this mode F image lie outside [0, 1]: clipped"]
+    ds[0]
+    assert len([r for r in caplog.records if "clipped" in r.getMessage()]) == 1  # once per file
+
 # ===== archive extraction: changed archives, failures and slow extractions under torch.distributed =====
 
 def test_a_changed_archive_is_extracted_again(tmp_path, capsys):
