@@ -4,7 +4,7 @@ the same command, again and again, then check what it ends with.
 A round: a fresh output folder; cycles of "start the run, wait a random time, send the fault, wait for the exit"
 until a run finishes on its own; then a clean rerun (which must have nothing to do) and the checks. Rounds repeat
 until ``--cycles`` faults have been injected. The tiny run: vit_pico/8, 32 px global views, 2 local crops, drop
-path 0.1, float32 on CPU, 3 epochs of 8 steps, a snapshot every epoch.
+path 0.1, float32 on CPU, 3 epochs of 8 steps (``--epochs``, ``--images``), a snapshot every epoch.
 
 Checked after every fault (a failure is printed and makes the exit status 1):
 - ``checkpoint.pth``, once a save has happened, is always there and loads (weights_only) -- never damaged nor lost;
@@ -15,7 +15,7 @@ Checked after every fault (a failure is printed and makes the exit status 1):
 Checked at the end of a round: the final checkpoint is bit-identical to an uninterrupted run's (student, teacher,
 loss centres, optimizer state); log.txt has one line per epoch; no temporary file, lock or other leftover remains.
 
-    python bench/chaos.py                       # 12 faults, about 3-4 minutes on 2 CPU cores
+    python bench/chaos.py                       # 12 faults, a few minutes on 2 CPU cores
     python bench/chaos.py --cycles 30 --kill_fraction 0.5 --num_workers 2 --seed 1
     python bench/chaos.py --cycles 3 --json chaos.json
 """
@@ -40,19 +40,21 @@ sys.path.insert(0, ROOT)
 
 from croc_utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 
-TINY = ["--dataset_type", "synthetic", "--synthetic_num_images", "16", "--synthetic_size", "48", "--arch", "vit_pico",
+TINY = ["--dataset_type", "synthetic", "--synthetic_size", "48", "--arch", "vit_pico",
         "--patch_size", "8", "--global_crops_size", "32", "--local_crops_number", "2", "--local_crops_size", "16",
         "--out_dim", "64", "--out_dim_c", "32", "--batch_size_per_gpu", "2", "--drop_path_rate", "0.1",
-        "--use_fp16", "false", "--warmup_epochs", "1", "--log_freq", "1", "--device", "cpu", "--epochs", "3",
-        "--saveckp_freq", "1"]
+        "--use_fp16", "false", "--warmup_epochs", "1", "--log_freq", "1", "--device", "cpu", "--saveckp_freq", "1"]
 EXPECTED_FILES = {"args.json", "checkpoint.pth", "log.txt"}
 SNAPSHOT = re.compile(r"^checkpoint\d{4}\.pth$")
 RESUMED = re.compile(r"Resumed from \S+ at epoch (\d+), iteration (\d+)\.")
 
 
+SIZE = {"epochs": 3, "images": 16}  # of the tiny run: 3 epochs of 8 steps (set from the command line)
+
+
 def command(out: str, workers: int) -> list[str]:
     return [sys.executable, os.path.join(ROOT, "main_croc.py"), *TINY, "--num_workers", str(workers),
-            "--output_dir", out]
+            "--epochs", str(SIZE["epochs"]), "--synthetic_num_images", str(SIZE["images"]), "--output_dir", out]
 
 
 def environment() -> dict:
@@ -70,12 +72,21 @@ class Run:
         self.proc = subprocess.Popen(command(out, workers), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
+        self.training = threading.Event()  # set at the line "Starting CrOC training"
+        self.training_since: float | None = None
+        self.training_until: float | None = None
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
+            if line.startswith("Starting CrOC training"):
+                self.training_since = time.monotonic()
+                self.training.set()
+            if line.startswith("Training time"):
+                self.training_until = time.monotonic()
+        self.training.set()  # the process ended: stop waiting for the line
 
     def wait(self, timeout: float = 600) -> int:
         rc = self.proc.wait(timeout=timeout)
@@ -117,26 +128,37 @@ def differences(a: dict, b: dict) -> list[str]:
     return diff + (["position"] if (a["epoch"], a["iteration"]) != (b["epoch"], b["iteration"]) else [])
 
 
-def reference(folder: str, workers: int) -> tuple[dict, float]:
+def reference(folder: str, workers: int) -> tuple[dict, float, float]:
+    """The uninterrupted run: its final checkpoint, its start-up and its training durations (seconds)."""
     run = Run(folder, workers)
-    if run.wait() != 0:
+    if run.wait() != 0 or run.training_since is None or run.training_until is None:
         sys.exit(f"chaos: the uninterrupted reference run failed:\n{run.output[-3000:]}")
-    return load_checkpoint(os.path.join(folder, "checkpoint.pth")), time.monotonic() - run.started
+    return (load_checkpoint(os.path.join(folder, "checkpoint.pth")), run.training_since - run.started,
+            run.training_until - run.training_since)
 
 
-def fault_cycle(folder: str, workers: int, rng: random.Random, horizon: float, kill_fraction: float,
+START_UP_SHARE = 0.2  # of the faults, those sent during start-up (imports, lock, resume); the others in training
+
+
+def fault_cycle(folder: str, workers: int, rng: random.Random, durations: tuple[float, float], kill_fraction: float,
                 last: tuple | None) -> dict:
-    """Start, inject one fault at a random moment within ``horizon`` seconds, wait; returns the cycle's record."""
+    """Start, inject one fault at a random moment (of the start-up, or of the training as long as the reference
+    run's), wait for the exit; returns the cycle's record."""
     fault = "kill -9" if rng.random() < kill_fraction else "SIGTERM"
-    delay = rng.uniform(0.0, horizon)
+    phase = "start-up" if rng.random() < START_UP_SHARE else "training"
+    delay = rng.uniform(0.0, durations[0] if phase == "start-up" else durations[1])
     run = Run(folder, workers)
     problems = []
+    if phase == "training":
+        run.training.wait(timeout=600)
     try:
         rc = run.wait(timeout=delay)
         fault = "none (finished first)"
     except subprocess.TimeoutExpired:
         run.proc.send_signal(signal.SIGKILL if fault == "kill -9" else signal.SIGTERM)
         rc = run.wait()
+        if rc == 0 and fault == "kill -9":  # it exited between the timeout and the signal: nothing was sent
+            fault = "none (finished first)"
     if last is not None and run.resumed_at is not None and run.resumed_at != last:
         problems.append(f"resumed at {run.resumed_at}, the last save was {last}")
     if "Traceback" in run.output or (rc not in (0, -signal.SIGKILL, -signal.SIGTERM)):
@@ -151,7 +173,7 @@ def fault_cycle(folder: str, workers: int, rng: random.Random, horizon: float, k
     handled = fault == "SIGTERM" and rc == 0 and "SIGTERM received" in run.output
     if handled and last is not None and now is not None and not now > last:
         problems.append(f"a handled SIGTERM saved no progress ({last} -> {now})")
-    return {"fault": fault, "delay_s": round(delay, 2), "exit": rc, "handled": handled, "resumed_from": run.resumed_at,
+    return {"fault": fault, "phase": phase, "delay_s": round(delay, 2), "exit": rc, "handled": handled, "resumed_from": run.resumed_at,
             "position": now, "finished": "Training time" in run.output and not handled and rc == 0,
             "problems": problems}
 
@@ -178,22 +200,26 @@ def main(argv=None) -> int:
     p.add_argument("--kill_fraction", type=float, default=0.5, help="Share of the faults that are kill -9.")
     p.add_argument("--num_workers", type=int, default=0, help="Data-loading workers of the tiny run.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the fault moments and kinds.")
+    p.add_argument("--epochs", type=int, default=3, help="Epochs of the tiny run (default 3).")
+    p.add_argument("--images", type=int, default=16, help="Its images, 2 per step (default 16).")
     p.add_argument("--workdir", default=None, help="Where the runs go (default: a temporary folder, removed).")
     p.add_argument("--json", default=None, help="Also write the table and summary to this file.")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
+    SIZE.update(epochs=args.epochs, images=args.images)
     work = args.workdir or tempfile.mkdtemp(prefix="croc-chaos-")
     os.makedirs(work, exist_ok=True)
     try:
-        expected, duration = reference(os.path.join(work, "reference"), args.num_workers)
-        print(f"uninterrupted reference: {duration:.1f} s, ends at epoch {expected['epoch']}; faults at a random "
-              f"moment in [0, {duration:.1f}] s after each start")
+        expected, *durations = reference(os.path.join(work, "reference"), args.num_workers)
+        print(f"uninterrupted reference: start-up {durations[0]:.1f} s, training {durations[1]:.1f} s, ends at epoch "
+              f"{expected['epoch']}; each fault at a random moment of the start-up ({START_UP_SHARE:.0%} of them) or "
+              "of the training (counted from its first line)")
         records, rounds = [], 0
         while sum(r["fault"] != "none (finished first)" for r in records) < args.cycles:
             rounds += 1
             folder, last = os.path.join(work, f"round{rounds}"), None
             while True:
-                record = fault_cycle(folder, args.num_workers, rng, duration, args.kill_fraction, last)
+                record = fault_cycle(folder, args.num_workers, rng, durations, args.kill_fraction, last)
                 record["round"], record["cycle"] = rounds, len(records) + 1
                 records.append(record)
                 last = record["position"] or last
@@ -208,13 +234,14 @@ def main(argv=None) -> int:
 
 
 def report(records: list[dict], args) -> int:
-    print("| cycle | round | fault | at (s) | exit | resumed from | saved position after | outcome |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| cycle | round | fault | when | at (s) | exit | resumed from | saved (epoch, it) after | outcome |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in records:
         outcome = "; ".join(r["problems"]) or ("ok, SIGTERM saved" if r["handled"] else "ok")
         if "end_state" in r:
             outcome += " | end of round: " + ("; ".join(r["end_state"]) or "bit-identical to the uninterrupted run")
-        print(f"| {r['cycle']} | {r['round']} | {r['fault']} | {r['delay_s']} | {r['exit']} | {r['resumed_from']} | "
+        print(f"| {r['cycle']} | {r['round']} | {r['fault']} | {r['phase']} | {r['delay_s']} | {r['exit']} | "
+              f"{r['resumed_from']} | "
               f"{r['position']} | {outcome} |")
     faults = [r for r in records if r["fault"] != "none (finished first)"]
     failed = [r for r in records if r["problems"] or r.get("end_state")]
