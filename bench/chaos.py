@@ -173,7 +173,8 @@ def fault_cycle(folder: str, workers: int, rng: random.Random, durations: tuple[
     handled = fault == "SIGTERM" and rc == 0 and "SIGTERM received" in run.output
     if handled and last is not None and now is not None and not now > last:
         problems.append(f"a handled SIGTERM saved no progress ({last} -> {now})")
-    return {"fault": fault, "phase": phase, "delay_s": round(delay, 2), "exit": rc, "handled": handled, "resumed_from": run.resumed_at,
+    return {"fault": fault, "phase": phase, "delay_s": round(delay, 2), "exit": rc, "handled": handled,
+            "resumed_from": run.resumed_at,
             "position": now, "finished": "Training time" in run.output and not handled and rc == 0,
             "problems": problems}
 

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from croc_utils.texture_scenes import TEXTURE_FAMILIES, render_texture_scene
 
+
 class DataConfigError(ValueError):
     """A data flag that cannot be used (a missing folder or archive, no images, an unknown dataset type, a batch
     larger than the data, a bad --synthetic_* value); the message is one line naming the flag. Defined here, the
