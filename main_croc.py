@@ -12,8 +12,8 @@ Launch (the same script everywhere):
 
 Rerunning the same command resumes from ``output_dir/checkpoint.pth`` (or the newest readable snapshot when it is
 missing); one run at a time per ``--output_dir`` (croc_utils/run_dir.py). SIGTERM (SLURM pre-emption) saves and exits.
-The method: docs/algorithm.md; what each module holds: the "Code map" of README.md; what survives what: the
-"Reliability" section of README.md.
+The method: docs/algorithm.md; what each module holds: docs/architecture.md; what survives what:
+docs/reliability.md.
 """
 
 import datetime
@@ -48,7 +48,7 @@ from croc_utils.step import Precision, build_loss, forward_step, update_student,
 from croc_utils.transforms import CrOCAugmentation
 from models.network import build_networks
 
-DEMO_HINT = "for a first run without any dataset, use the demo command of README.md (--dataset_type synthetic)"
+DEMO_HINT = "for a first run without any dataset, use the quick-start command of README.md (--dataset_type synthetic)"
 
 
 class NonFiniteLoss(RuntimeError):
