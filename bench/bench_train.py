@@ -11,7 +11,7 @@ For each architecture and each ``--augment_on`` value:
     python bench/bench_train.py                       # vit_tiny and vit_small, 224 px, batch 8, CPU fp32, both paths
     python bench/bench_train.py --archs vit_small --precision bf16 --batch 8 --augment_on cpu --workers 0
     python bench/bench_train.py --archs vit_small --device cuda --precision bf16 --batch 128 --workers 14 \\
-        --e2e_images 2560 --json bench_train_h200.json      # the issue's GPU setting
+        --e2e_images 2560 --json bench_train_gpu.json       # the GPU target setting (docs/benchmarks.md)
 """
 
 import argparse

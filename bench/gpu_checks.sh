@@ -2,7 +2,7 @@
 # Every GPU check of this project in one prepared script, in stages, each under `timeout`, each writing a log and a
 # small JSON under $OUT (default ./gpu_out). Run from the repository root on the lent machine:
 #
-#   bash bench/gpu_checks.sh bench       # <= 8 min (stage limits): the throughput issue's numbers, both --augment_on
+#   bash bench/gpu_checks.sh bench       # <= 8 min (stage limits): the throughput targets of docs/benchmarks.md, both --augment_on
 #   bash bench/gpu_checks.sh compile     # <= 5 min: does --compile pay? (fp16, device augmentation)
 #   bash bench/gpu_checks.sh learn       # <= 9 min: bench/learning_evidence.py --preset gpu
 # Each fits one 10-minute device command; the lent machine's 15 minutes hold `bench` and `compile`, or `learn`.
