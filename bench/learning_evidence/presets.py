@@ -64,6 +64,7 @@ class Preset:
     parallel: bool = False  # train the runs at once (CPU: one thread each)
     threads: int | None = None  # OMP / MKL threads of each training process (None: torch's default)
     eval_split: str = "val"
+    retrieval: bool = True  # the dense nearest-neighbour retrieval column (eval.nn_retrieval)
     budget: str = ""
 
     @property
@@ -118,7 +119,7 @@ PRESETS = {
     "ci": Preset(
         train=CI_TRAIN, probe_data=ProbeScenes(pool_images=2400, val_images=400, **TEXTURE_PROBE),
         probe=replace(CPU_PROBE, n_train=1600, max_iter=200, n_clusters=(), weight_decays=(1e-5,)),
-        runs=("croc",), floors=False, threads=2, eval_split="dev",
+        runs=("croc",), floors=False, threads=2, eval_split="dev", retrieval=False,  # ~30 s per backbone on 2 cores
         budget="<= 3 min on 2 cores (tests/test_learning.py: CrOC's probe beats random init)"),
     "dev": Preset(
         train=DEV_TRAIN, probe_data=ProbeScenes(pool_images=600, val_images=200, **TEXTURE_PROBE),

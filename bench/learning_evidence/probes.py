@@ -69,7 +69,10 @@ DENSE_PROBE = Evaluation(
 
 def _retrieval(pool: torch.Tensor, val: torch.Tensor, data, preset: Preset) -> dict:
     """Dense nearest-neighbour retrieval (eval.nn_retrieval: k 30, temperature .02) with every patch of the probe's
-    whole pool as the memory, unaugmented; deterministic, so one value (std 0). mIoU in points."""
+    whole pool as the memory, unaugmented; deterministic, so one value (std 0). mIoU in points. Nothing when the
+    preset turns it off."""
+    if not preset.retrieval:
+        return {}
     cfg = RetrievalConfig(batch_size=preset.probe.batch_size)
     out = evaluate_on_features(pool, data.pool_masks, val, data.val_masks, data.class_names, cfg, preset.device)
     return {"retrieval": {"miou_mean": 100 * out["miou"], "miou_std": 0.0,
@@ -80,7 +83,7 @@ NN_RETRIEVAL = Evaluation(
     name="nn_retrieval",
     on_backbone=lambda model, data, preset: _retrieval(
         *(cache_features(model, images, batch_size=preset.probe.batch_size, device=preset.device)
-          for images in (data.pool_images, data.val_images)), data, preset),
+          for images in (data.pool_images, data.val_images)), data, preset) if preset.retrieval else {},
     on_features=_retrieval,
     columns=(Column("retrieval", "NN retrieval mIoU", "NN retrieval (k=30)", lambda p: _summary(p.get("retrieval"))),))
 
