@@ -21,6 +21,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
+from croc_utils.cli import UsageError
 from croc_utils.optim import optimizer_name
 from croc_utils.parser import upgrade_args
 
@@ -29,8 +30,8 @@ OLD_WN = (".weight_g", ".weight_v")
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message is one line naming the file."""
+class CheckpointError(UsageError, ValueError):
+    """A checkpoint file that cannot be used; the message is one line naming the file (``run_cli`` prints it)."""
 
 
 def to_released_names(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:

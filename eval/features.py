@@ -6,16 +6,19 @@ blocks, frozen backbone in eval mode.
 """
 
 import argparse
+import json
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from croc_utils.cli import default_device
+from croc_utils.atomic_io import atomic_write
+from croc_utils.cli import UsageError, default_device, device_flag
 from models import ARCH_CONFIGS
 
-__all__ = ["add_backbone_args", "extract_features", "feature_cache_gb", "patch_features"]
+__all__ = ["add_backbone_args", "check_input_size", "check_n_last_blocks", "extract_features", "feature_cache_gb",
+           "patch_features", "write_json"]
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +32,27 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--arch", default="vit_small", type=str, choices=list(ARCH_CONFIGS),
                        help="Backbone architecture. Default: vit_small.")
     group.add_argument("--patch_size", default=16, type=int, choices=[8, 16], help="Patch size. Default: 16.")
-    group.add_argument("--device", default=default_device(), type=str,
-                       help="Torch device. Default: cuda when available, else cpu.")
+    group.add_argument("--device", default=default_device(), type=device_flag,
+                       help="Torch device (checked to exist on this machine). Default: cuda when available, else cpu.")
+
+
+def check_input_size(size: int, patch_size: int, flag: str = "--input_size") -> None:
+    if size % patch_size:
+        raise UsageError(f"{flag} {size} must be a multiple of --patch_size {patch_size}")
+
+
+def write_json(path, obj, indent: int = 2) -> None:
+    """``obj`` as JSON at ``path``, written atomically (a crash leaves the previous file or the new one)."""
+    text = json.dumps(obj, indent=indent).encode()
+    atomic_write(str(path), lambda f: f.write(text), size=len(text))
+
+
+def check_n_last_blocks(model: nn.Module, n_last_blocks: int) -> None:
+    """``--n_last_blocks`` must name blocks the backbone has (DINO's get_intermediate_layers would silently take
+    fewer)."""
+    depth = len(model.blocks)
+    if not 1 <= n_last_blocks <= depth:
+        raise UsageError(f"--n_last_blocks {n_last_blocks} is not in 1..{depth}, the blocks of this backbone")
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ resized crop/flip) and so need a backbone pass per image and epoch.
 """
 
 import argparse
-import json
+import math
 import os
 import time
 
@@ -33,11 +33,31 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from croc_utils.atomic_io import save_checkpoint
-from croc_utils.cli import bool_flag, run_cli
+from croc_utils.cli import (
+    OneLineErrorParser,
+    UsageError,
+    bool_flag,
+    bounded,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from croc_utils.distributed import fix_random_seeds
-from eval.features import add_backbone_args, extract_features, feature_cache_gb, patch_features
+from eval.features import (
+    add_backbone_args,
+    check_input_size,
+    check_n_last_blocks,
+    extract_features,
+    feature_cache_gb,
+    patch_features,
+    write_json,
+)
 from eval.metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
-from eval.seg_datasets import DATASETS, build_segmentation_dataset, mask_fix_warning
+from eval.seg_datasets import DATASETS, build_segmentation_dataset, mask_fix_warning, mask_fixes
 from eval.seg_transforms import EvalTransform, LCTrainTransform, LeopartEvalTransform, LeopartTrainTransform
 from models.pretrained import load_backbone
 
@@ -50,38 +70,38 @@ PROTOCOLS = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("linear_segmentation", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("linear_segmentation", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="voc", choices=DATASETS, help="Evaluation dataset. Default: voc.")
     data.add_argument("--data_path", default="", type=str,
                       help="Dataset root (not needed for synthetic). Default: empty.")
-    data.add_argument("--input_size", default=448, type=int, help="Square input side in pixels. Default: 448.")
-    data.add_argument("--coco_train_fraction", default=None, type=float,
+    data.add_argument("--input_size", default=448, type=positive_int, help="Square input side in pixels. Default: 448.")
+    data.add_argument("--coco_train_fraction", default=None, type=fraction,
                       help="Fraction of COCO train2017 used (fixed subset, seed 400). Default: 1 (lc), 0.1 "
                            "(leopart).")
-    data.add_argument("--synthetic_train_images", default=200, type=int,
+    data.add_argument("--synthetic_train_images", default=200, type=positive_int,
                       help="Train scenes of --dataset synthetic. Default: 200.")
-    data.add_argument("--synthetic_val_images", default=50, type=int,
+    data.add_argument("--synthetic_val_images", default=50, type=positive_int,
                       help="Val scenes of --dataset synthetic. Default: 50.")
-    data.add_argument("--num_workers", default=4, type=int, help="Data-loading processes. Default: 4.")
+    data.add_argument("--num_workers", default=4, type=non_negative_int, help="Data-loading processes. Default: 4.")
     probe = parser.add_argument_group("protocol and probe")
     probe.add_argument("--protocol", default="lc", choices=sorted(PROTOCOLS),
                        help="lc: the authors' protocol (docs/evaluation.md section 1, default); leopart: section 1b.")
-    probe.add_argument("--n_last_blocks", default=None, type=int,
+    probe.add_argument("--n_last_blocks", default=None, type=positive_int,
                        help="Concatenate the patch tokens of the last n blocks. Default: 2 (lc), 1 (leopart).")
-    probe.add_argument("--epochs", default=None, type=int, help="Default: 60 (lc), 25 (leopart).")
-    probe.add_argument("--lr", default=None, type=float, help="Default: 0.1 Adam (lc), 0.01 SGD (leopart).")
-    probe.add_argument("--batch_size", default=None, type=int, help="Default: 16 (lc), 120 (leopart).")
+    probe.add_argument("--epochs", default=None, type=positive_int, help="Default: 60 (lc), 25 (leopart).")
+    probe.add_argument("--lr", default=None, type=positive_float, help="Default: 0.1 Adam (lc), 0.01 SGD (leopart).")
+    probe.add_argument("--batch_size", default=None, type=positive_int, help="Default: 16 (lc), 120 (leopart).")
     probe.add_argument("--train_aug", default=True, type=bool_flag,
                        help="Protocol's train augmentation (true, faithful; default). false: plain resize, which lets "
                             "the train features be cached (faster, not the protocol).")
-    probe.add_argument("--border_label", default=0, type=int,
+    probe.add_argument("--border_label", default=0, type=bounded(int, 0, 255),
                        help="LC train: label of the pixels the scale/rotation brings in from outside the image. 0 "
                             "(default) as the authors' fork (VOC background, COCO's first super-category); 255 "
                             "ignores them in the loss.")
     speed = parser.add_argument_group("feature cache")
-    speed.add_argument("--cache_max_gb", default=16.0, type=float,
+    speed.add_argument("--cache_max_gb", default=16.0, type=non_negative_float,
                        help="Largest feature cache (CPU) to keep; 0 disables caching. Default: 16.")
     speed.add_argument("--cache_dtype", default="float32", choices=["float32", "float16"],
                        help="Precision of cached features. float32 (default) keeps the features as computed; "
@@ -103,12 +123,9 @@ def resolve_protocol(args: argparse.Namespace) -> dict:
         cfg[key] = getattr(args, key)
     if args.coco_train_fraction is not None:
         cfg["train_fraction"] = args.coco_train_fraction
-    if args.input_size % args.patch_size:
-        raise ValueError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
-    if min(cfg["epochs"], cfg["batch_size"], cfg["n_last_blocks"]) < 1:
-        raise ValueError("--epochs, --batch_size and --n_last_blocks must be positive")
-    if not 0 <= args.border_label <= 255:
-        raise ValueError(f"--border_label {args.border_label} must be a label in 0..255")
+    check_input_size(args.input_size, args.patch_size)  # each flag's own range is its argparse type
+    if args.dataset == "synthetic" and args.input_size < 16:
+        raise UsageError(f"--input_size {args.input_size} is below 16 px, the smallest synthetic scene")
     return cfg
 
 
@@ -170,7 +187,9 @@ def train_one_epoch(head: nn.Conv2d, batches, optimizer, out_size: int, logit_si
         optimizer.step()
         total, count = total + loss.item(), count + 1
     if count == 0:
-        raise ValueError("no training batch: the train set is smaller than --batch_size")
+        raise UsageError("no training batch: the train set is smaller than --batch_size")
+    if not math.isfinite(total):
+        raise UsageError(f"the probe's train loss is {total / count} (diverged): lower --lr")
     return total / count
 
 
@@ -239,13 +258,12 @@ def main(args: argparse.Namespace) -> dict:
     cfg = resolve_protocol(args)
     cv2.setNumThreads(1)  # as the fork: the DataLoader workers parallelise, OpenCV threads would oversubscribe
     fix_random_seeds(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+    output_dir(args.output_dir)
     t0 = time.time()
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
+    check_n_last_blocks(model, cfg["n_last_blocks"])
     train_set, val_set, train_tf = build_data(args, cfg)
     class_names = list(val_set.class_names)
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise ValueError(f"--dataset {args.dataset} at {args.data_path!r}: empty train or val split")
     print(f"{args.dataset}: {len(train_set)} train / {len(val_set)} val images, {len(class_names)} classes, "
           f"protocol {args.protocol}")
     train_batches = feature_source(model, train_set, args, cfg, train_tf.deterministic, train=True)
@@ -271,10 +289,9 @@ def main(args: argparse.Namespace) -> dict:
         print(warning)
     result = {"protocol": args.protocol, "dataset": args.dataset, "class_names": class_names,
               "last": {"epoch": epoch, **scores}, "best": best, "history": history,
-              "mask_fixes": {name: getattr(ds, "mask_fixes", {}) for name, ds in fixes.items()},
+              "mask_fixes": {name: mask_fixes(ds) for name, ds in fixes.items()},
               "seconds": time.time() - t0, "args": vars(args)}
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(args.output_dir, "results.json"), result)
     print(f"mIoU last epoch ({epoch}): {100 * scores['miou']:.2f}; best epoch ({best['epoch']}): "
           f"{100 * best['miou']:.2f} (the released numbers are best-epoch)")
     return result

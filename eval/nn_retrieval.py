@@ -41,7 +41,7 @@ from torchvision.transforms import ColorJitter, InterpolationMode, RandomResized
 from tqdm import tqdm
 
 from croc_utils.atomic_io import atomic_write
-from croc_utils.cli import run_cli
+from croc_utils.cli import UsageError, run_cli
 from croc_utils.synthetic import SCENE_STYLES
 from eval.features import add_backbone_args, patch_features
 from eval.metrics import IGNORE_INDEX, confusion_matrix, hungarian_match, segmentation_scores
@@ -284,7 +284,8 @@ def evaluate_retrieval(model: nn.Module, memory_loader, val_loader, class_names,
     if memory is None:
         memory = build_memory(model, memory_loader, n_classes, cfg, device)
     if cfg.n_neighbours > len(memory):
-        raise ValueError(f"cannot retrieve {cfg.n_neighbours} neighbours from a memory of {len(memory)} patches")
+        raise UsageError(f"--n_neighbours {cfg.n_neighbours}: cannot retrieve that many neighbours from a memory of "
+                             f"{len(memory)} patches")
     t_memory = time.time() - t0
     index = FaissIndex(memory.features) if cfg.knn_backend == "faiss" else None
     conf = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
@@ -318,7 +319,8 @@ def evaluate_on_features(memory_feats: torch.Tensor, memory_masks: torch.Tensor,
     memory = Memory(F.normalize(rows(memory_feats).flatten(0, 1).float(), dim=1).to(device),
                     memory_labels(memory_masks, grid, n_classes).flatten(0, 1).to(device))
     if cfg.n_neighbours > len(memory):
-        raise ValueError(f"cannot retrieve {cfg.n_neighbours} neighbours from a memory of {len(memory)} patches")
+        raise UsageError(f"--n_neighbours {cfg.n_neighbours}: cannot retrieve that many neighbours from a memory of "
+                             f"{len(memory)} patches")
     conf = torch.zeros(n_classes, n_classes, dtype=torch.long, device=device)
     for feats, masks in zip(val_feats.split(cfg.batch_size), val_masks.split(cfg.batch_size)):
         masks = masks.to(device).long()
@@ -406,17 +408,17 @@ def build_datasets(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace) -> RetrievalConfig:
     if args.input_size % args.patch_size:
-        raise ValueError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
+        raise UsageError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
     if args.n_neighbours < 1 or args.augmentation_epochs < 1 or args.memory_size < 0 or args.temperature <= 0:
-        raise ValueError("--n_neighbours, --augmentation_epochs and --temperature must be positive and "
+        raise UsageError("--n_neighbours, --augmentation_epochs and --temperature must be positive and "
                          "--memory_size non-negative")
     if min(args.query_chunk, args.key_chunk, args.batch_size) < 1:
-        raise ValueError("--query_chunk, --key_chunk and --batch_size must be positive")
+        raise UsageError("--query_chunk, --key_chunk and --batch_size must be positive")
     if args.knn_backend == "faiss":
         try:
             import faiss  # noqa: F401
         except ImportError:
-            raise ValueError("--knn_backend faiss needs the faiss package (pip install faiss-cpu)") from None
+            raise UsageError("--knn_backend faiss needs the faiss package (pip install faiss-cpu)") from None
     return RetrievalConfig(n_neighbours=args.n_neighbours, temperature=args.temperature,
                            memory_size=args.memory_size, augmentation_epochs=args.augmentation_epochs,
                            seed=args.seed, query_chunk=args.query_chunk, key_chunk=args.key_chunk,
@@ -430,7 +432,7 @@ def main(args: argparse.Namespace) -> dict:
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
     memory_set, val_set = build_datasets(args)
     if len(memory_set) == 0 or len(val_set) == 0:
-        raise ValueError(f"--dataset {args.dataset}: empty train or val split")
+        raise UsageError(f"--dataset {args.dataset}: empty train or val split")
     memory_loader = DataLoader(memory_set, batch_size=args.batch_size, num_workers=args.num_workers)
     val_loader = DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
     names = list(getattr(val_set, "class_names", None) or val_set.dataset.class_names)

@@ -18,7 +18,8 @@ import json
 import math
 import os
 
-from croc_utils.cli import run_cli
+from croc_utils.atomic_io import atomic_write
+from croc_utils.cli import OneLineErrorParser, UsageError, output_file, run_cli
 from croc_utils.logging import read_log
 from croc_utils.monitor import ENTROPY_REL_TOL, KL_MAX
 
@@ -38,22 +39,47 @@ COLLAPSE_KEYS = {"out_dim": "train_collapse", "out_dim_c": "train_collapse_c"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("plot_log", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("plot_log", description=__doc__.split("\n")[0])
     parser.add_argument("output_dir", help="A training --output_dir (holding log.txt and args.json).")
-    parser.add_argument("--output", default="", help="Figure path. Default: OUTPUT_DIR/curves.png.")
+    parser.add_argument("--output", default="",
+                        help="Figure path (.png, .pdf, .svg, ...; a folder: curves.png in it; no extension: .png "
+                             "added). Default: OUTPUT_DIR/curves.png.")
     return parser
 
 
 def read_sizes(path: str) -> dict:
-    """out_dim and out_dim_c from args.json ({} when the file is absent)."""
+    """out_dim and out_dim_c from args.json ({} when the file is absent or holds no settings object)."""
     if not os.path.isfile(path):
         return {}
     try:
         with open(path) as f:
             args = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not JSON ({err.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(args, dict):
+        return {}
     return {key: args[key] for key in ("out_dim", "out_dim_c") if isinstance(args.get(key), int) and args[key] > 0}
+
+
+def figure_formats() -> set[str]:
+    """File extensions matplotlib can write."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return set(FigureCanvasAgg(Figure()).get_supported_filetypes())
+
+
+def read_records(log: str) -> list[dict]:
+    """The epochs of ``log`` (a torn line is skipped with a warning); UsageError when there is none."""
+    if not os.path.isfile(log):
+        raise UsageError(f"{log}: no such file; OUTPUT_DIR must be the folder of a training run")
+    try:
+        records = read_log(log)
+    except ValueError as err:  # read_log's one reason: no line of the file is an epoch record
+        raise UsageError(str(err)) from None
+    if not records:
+        raise UsageError(f"{log}: no epoch line yet")
+    return records
 
 
 def draw_curves(records: list[dict], sizes: dict, title: str = ""):
@@ -107,21 +133,21 @@ def _draw_uniform_level(ax, out_dim: int, flagged: list) -> None:
 
 
 def main(args: argparse.Namespace) -> str:
-    log = os.path.join(args.output_dir, "log.txt")
-    records = read_log(log)  # a torn line (interrupted write) is skipped with a warning
-    if not records:
-        raise ValueError(f"{log}: no epoch line yet")
-    sizes = read_sizes(os.path.join(args.output_dir, "args.json"))
-    output = args.output or os.path.join(args.output_dir, "curves.png")
-    run_name = os.path.basename(os.path.normpath(args.output_dir))
+    log, settings = os.path.join(args.output_dir, "log.txt"), os.path.join(args.output_dir, "args.json")
+    records = read_records(log)
+    sizes = read_sizes(settings)
     try:
-        fig = draw_curves(records, sizes, title=f"{run_name}: {len(records)} epochs")
+        formats = figure_formats()
     except ImportError:
-        raise ValueError("drawing needs matplotlib: pip install matplotlib") from None
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=100)
-    print(f"wrote {output} ({len(records)} epochs{'' if sizes else '; no args.json: no ln(out_dim) lines'})")
-    return output
+        raise UsageError("drawing needs matplotlib: pip install matplotlib") from None
+    output = output_file(args.output or os.path.join(args.output_dir, "curves.png"), default_name="curves.png",
+                         formats=formats, inputs={"log.txt": log, "args.json": settings})
+    run_name = os.path.basename(os.path.normpath(args.output_dir))
+    fig = draw_curves(records, sizes, title=f"{run_name}: {len(records)} epochs")
+    atomic_write(str(output), lambda f: fig.savefig(f, dpi=100, format=output.suffix[1:].lower()), size=0)
+    note = "" if sizes else "; no out_dim in args.json" if os.path.isfile(settings) else "; no args.json"
+    print(f"wrote {output} ({len(records)} epochs{note + ': no ln(out_dim) lines' if note else ''})")
+    return str(output)
 
 
 if __name__ == "__main__":

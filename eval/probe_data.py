@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from eval.seg_datasets import SyntheticSegmentation, build_segmentation_dataset
+from eval.seg_datasets import SyntheticSegmentation, build_segmentation_dataset, mask_fixes
 from eval.seg_transforms import EvalTransform
 
 __all__ = ["DEV_OFFSET", "POOL_OFFSET", "ProbeData", "dataset_probe_data", "stack_dataset", "synthetic_probe_data"]
@@ -72,7 +72,8 @@ def dataset_probe_data(name: str, data_path: str, *, pool_images: int, val_image
     sets = [build_segmentation_dataset(name, data_path, split, transform) for split in ("train", "val")]
     sets = [torch.utils.data.Subset(s, range(min(n, len(s)) if n else len(s))) for s, n in
             zip(sets, (pool_images, val_images))]
+    pool, val = stack_dataset(sets[0], num_workers), stack_dataset(sets[1], num_workers)
     description = {"dataset": name, "data_path": data_path, "pool_images": len(sets[0]), "val_images": len(sets[1]),
-                   "input_size": input_size}
-    return ProbeData(*stack_dataset(sets[0], num_workers), *stack_dataset(sets[1], num_workers),
-                     tuple(sets[1].dataset.class_names), description)
+                   "input_size": input_size,  # masks the readers mended (counted once every image was read)
+                   "mask_fixes": {"pool": mask_fixes(sets[0]), "val": mask_fixes(sets[1])}}
+    return ProbeData(*pool, *val, tuple(sets[1].dataset.class_names), description)

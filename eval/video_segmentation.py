@@ -16,7 +16,6 @@ per-sequence_results-<split>.csv, laid out as the official evaluation writes the
 
 import argparse
 import csv
-import json
 import math
 import os
 import time
@@ -28,29 +27,40 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from croc_utils.cli import run_cli
+from croc_utils.cli import (
+    OneLineErrorParser,
+    UsageError,
+    non_negative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
-from eval.features import add_backbone_args, patch_features
+from eval.features import add_backbone_args, patch_features, write_json
 from eval.metrics import DAVIS_MEASURES, davis_scores, sequence_jf
-from eval.seg_datasets import DAVIS2017
+from eval.seg_datasets import DAVIS2017, image_size, read_image
 from models.pretrained import load_backbone
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("video_segmentation", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("video_segmentation", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
     data = parser.add_argument_group("data")
     data.add_argument("--data_path", required=True, type=str, help="DAVIS-2017 root (holding ImageSets/2017).")
     data.add_argument("--split", default="val", type=str,
                       help="Sequence list ImageSets/2017/<split>.txt. Default: val.")
-    data.add_argument("--short_side", default=480, type=int, help="Frame short side after resizing. Default: 480.")
+    data.add_argument("--short_side", default=480, type=positive_int,
+                      help="Frame short side after resizing. Default: 480.")
     protocol = parser.add_argument_group("propagation")
-    protocol.add_argument("--n_last_frames", default=7, type=int,
+    protocol.add_argument("--n_last_frames", default=7, type=non_negative_int,
                           help="Previous frames in the context. Default: 7.")
-    protocol.add_argument("--size_mask_neighborhood", default=12, type=int,
+    protocol.add_argument("--size_mask_neighborhood", default=12, type=non_negative_int,
                           help="Neighbourhood radius in patches (0: no restriction). Default: 12.")
-    protocol.add_argument("--topk", default=5, type=int, help="Source patches kept per target patch. Default: 5.")
-    protocol.add_argument("--temperature", default=0.1, type=float, help="Affinity exp(cos / T). Default: 0.1.")
+    protocol.add_argument("--topk", default=5, type=positive_int,
+                          help="Source patches kept per target patch. Default: 5.")
+    protocol.add_argument("--temperature", default=0.1, type=positive_float,
+                          help="Affinity exp(cos / T). Default: 0.1.")
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", default=".", type=str,
                         help="Indexed PNGs go to <output_dir>/<sequence>/, the scores beside them. "
@@ -123,10 +133,10 @@ def target_size(height: int, width: int, short_side: int = 480) -> tuple[int, in
 
 def read_frame(path: Path, short_side: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Frame -> (normalised image (1, 3, h, w) at the target size, original (H, W))."""
-    image = Image.open(path).convert("RGB")
+    image = read_image(path)  # 8-bit RGB, 16-bit greyscale scaled; an unreadable frame is named in one line
     h, w = target_size(image.height, image.width, short_side)
     if min(h, w) < 64:
-        raise ValueError(f"{path}: {image.width}x{image.height} frame resized to short side {short_side} leaves a "
+        raise UsageError(f"{path}: {image.width}x{image.height} frame resized to short side {short_side} leaves a "
                          f"side under 64 px ({w}x{h}); raise --short_side")
     x = torch.from_numpy(np.asarray(image.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0)
     x = (x - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
@@ -198,11 +208,7 @@ def nothing_to_propagate(seq: str, first_mask: np.ndarray, frames: list[Path],
     reason = (f"the first annotation's objects vanish on the {grid[0]}x{grid[1]} feature grid"
               if (first_mask % 255).any() else "the first annotation has no object")
     print(f"{seq}: {reason}; nothing to propagate, every frame is background")
-    maps = []
-    for frame in frames:
-        with Image.open(frame) as image:  # reads the header only
-            maps.append(np.zeros((image.height, image.width), dtype=np.uint8))
-    return maps
+    return [np.zeros(image_size(frame), dtype=np.uint8) for frame in frames]  # image_size reads the header only
 
 
 @torch.no_grad()
@@ -212,6 +218,9 @@ def segment_sequence(model, dataset: DAVIS2017, seq: str, args) -> list[np.ndarr
     p = model.patch_size
     image, size = read_frame(frames[0], args.short_side)
     grid = (image.shape[-2] // p, image.shape[-1] // p)
+    if args.topk > grid[0] * grid[1]:
+        raise UsageError(f"--topk {args.topk} exceeds the {grid[0] * grid[1]} patches of a frame of {seq} at "
+                         f"--short_side {args.short_side}")
     first_mask = dataset.read_mask(seq, frames[0])
     small = np.asarray(Image.fromarray(first_mask).resize((grid[1], grid[0]), Image.NEAREST))
     small = np.where(small == 255, 0, small)  # void (if any) propagates as background, not as a 256th label
@@ -235,33 +244,33 @@ def segment_sequence(model, dataset: DAVIS2017, seq: str, args) -> list[np.ndarr
 
 def main(args: argparse.Namespace) -> dict:
     t0 = time.time()
-    dataset = DAVIS2017(args.data_path, args.split)
+    dataset = DAVIS2017(args.data_path, args.split)  # the whole tree checked before any work
+    output_dir(args.output_dir, protect=[dataset.mask_root, dataset.image_root])
     torch.manual_seed(0)  # a random-init backbone is then reproducible too
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device)
     per_sequence = {}
     for seq in tqdm(dataset.sequences, desc="sequences", disable=None):
         preds = segment_sequence(model, dataset, seq, args)
+        scored = len(preds) >= 3 and dataset.has_all_masks(seq)
+        gt = [dataset.read_mask(seq, f) for f in dataset.frames(seq)] if scored else []  # read before any write
         out_dir = Path(args.output_dir) / seq
         out_dir.mkdir(parents=True, exist_ok=True)
         for frame, pred in zip(dataset.frames(seq), preds):
             write_indexed_png(pred, out_dir / f"{frame.stem}.png")
         if len(preds) < 3:  # the official evaluation fails on such a sequence; NaNs would void every mean
             print(f"{seq}: {len(preds)} frame(s), none left once the first and last are excluded, J/F skipped")
-        elif dataset.has_all_masks(seq):
-            gt = torch.from_numpy(np.stack([dataset.read_mask(seq, f) for f in dataset.frames(seq)]))
-            per_sequence[seq] = sequence_jf(torch.from_numpy(np.stack(preds)), gt)
+        elif scored:
+            per_sequence[seq] = sequence_jf(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(gt)))
         else:
             print(f"{seq}: not every frame is annotated, J/F skipped")
     result = {"seconds": time.time() - t0, "args": vars(args)}
-    os.makedirs(args.output_dir, exist_ok=True)
     if per_sequence:
         result.update(davis_scores(per_sequence))
         for seq in result["sequences_without_objects"]:
             print(f"{seq}: no object in the first annotation, so no object to score (as the official evaluation)")
         print("  ".join(f"{m} {result[m]:.4f}" for m in DAVIS_MEASURES))
         print("tables:", *write_official_tables(result, args.output_dir, args.split))
-    with open(os.path.join(args.output_dir, "davis_results.json"), "w") as f:
-        json.dump(nan_to_none(result), f, indent=2)
+    write_json(os.path.join(args.output_dir, "davis_results.json"), nan_to_none(result))
     return result
 
 

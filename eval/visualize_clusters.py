@@ -10,7 +10,6 @@ Each row is one head: view 1 and view 2 with their clusters, then the CLS-token 
 """
 
 import argparse
-import os
 from dataclasses import fields, replace
 
 import numpy as np
@@ -18,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from croc_utils.atomic_io import atomic_write
 from croc_utils.checkpoint import load_checkpoint, saved_args
-from croc_utils.cli import bool_flag, run_cli
+from croc_utils.cli import OneLineErrorParser, UsageError, bool_flag, bounded, output_file, positive_int, run_cli
 from croc_utils.clustering import ClusteringConfig, cluster_views
 from croc_utils.colour import IMAGENET_MEAN, IMAGENET_STD
 from croc_utils.synthetic import SCENE_STYLES, SyntheticScenes
 from croc_utils.transforms import CrOCAugmentation
-from eval.features import add_backbone_args
+from eval.features import add_backbone_args, check_input_size
+from eval.seg_datasets import DataError, read_image
 from models.pretrained import load_backbone
 
 CLUSTER_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -35,14 +36,16 @@ HEAT_ANCHORS = np.array([[0, 0, 4], [120, 28, 109], [237, 105, 37], [252, 255, 1
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("visualize_clusters", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("visualize_clusters", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
     data = parser.add_argument_group("image and views")
     data.add_argument("--image", default="", type=str, help="Image to draw; empty (default): a synthetic val scene.")
-    data.add_argument("--synthetic_size", default=224, type=int, help="Side of the synthetic scene. Default: 224.")
+    data.add_argument("--synthetic_size", default=224, type=bounded(int, 16),
+                      help="Side of the synthetic scene. Default: 224.")
     data.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
                       help="Layout of the synthetic scene (croc_utils.synthetic.SCENE_STYLES). Default: default.")
-    data.add_argument("--global_crops_size", default=224, type=int, help="Side of the two views. Default: 224.")
+    data.add_argument("--global_crops_size", default=224, type=positive_int,
+                      help="Side of the two views. Default: 224.")
     data.add_argument("--global_crops_scale", default=(0.25, 1.0), type=float, nargs=2,
                       help="Area range of the view crops. Default: 0.25 1.0.")
     data.add_argument("--colour_aug", default=False, type=bool_flag,
@@ -56,17 +59,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 help=f"Default: the checkpoint's own (its saved args), else {setting.default}.")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", default=0, type=int, help="Seed of the views and of the clustering seeds. Default: 0.")
-    run.add_argument("--output", default="clusters.png", type=str, help="PNG to write. Default: clusters.png.")
+    run.add_argument("--output", default="clusters.png", type=str,
+                     help="Picture to write (.png, .jpg, ...; a folder: clusters.png in it; no extension: .png "
+                          "added). Default: clusters.png.")
     return parser
 
 
 def load_image(args) -> Image.Image:
-    """The ``--image`` file as RGB, or the first synthetic val scene."""
+    """The ``--image`` file as 8-bit RGB (16-bit greyscale scaled, not clipped), or the first synthetic val scene."""
     if args.image:
         try:
-            return Image.open(args.image).convert("RGB")
-        except (FileNotFoundError, OSError) as err:
-            raise FileNotFoundError(f"--image {args.image}: cannot read it ({type(err).__name__})") from None
+            return read_image(args.image)
+        except DataError as err:
+            raise UsageError(f"--image {err}") from None
 
     return SyntheticScenes("val", num_images=1, size=args.synthetic_size, seed=args.seed,
                            style=args.synthetic_style)[0][0]
@@ -152,26 +157,47 @@ def render(views: torch.Tensor, clusters: torch.Tensor, attention: torch.Tensor,
     return canvas
 
 
+def picture_formats() -> set[str]:
+    """File extensions PIL can write."""
+    Image.init()
+    return {ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+
+
+def checked_config(checkpoint: dict, args) -> ClusteringConfig:
+    """``clustering_config`` with its settings checked against the views: a bad one is a one-line error."""
+    try:  # ClusteringConfig's checks name the flag; nothing else runs here
+        cfg = clustering_config(checkpoint, args)
+        cfg.check_patches((args.global_crops_size // args.patch_size) ** 2)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return cfg
+
+
 def main(args: argparse.Namespace) -> str:
-    if args.global_crops_size % args.patch_size:
-        raise ValueError(f"--global_crops_size {args.global_crops_size} is not a multiple of --patch_size")
+    check_input_size(args.global_crops_size, args.patch_size, "--global_crops_size")
+    low, high = args.global_crops_scale
+    if not 0 < low <= high <= 1:
+        raise UsageError(f"--global_crops_scale {low:g} {high:g} must be two numbers with 0 < min <= max <= 1")
+    inputs = {"--image": args.image, "--pretrained_weights": args.pretrained_weights}
+    output = output_file(args.output, default_name="clusters.png", formats=picture_formats(), inputs=inputs)
     torch.manual_seed(args.seed)  # a random-init backbone is then reproducible too
     generator = torch.Generator().manual_seed(args.seed)
     checkpoint = load_checkpoint(args.pretrained_weights) if args.pretrained_weights else {}
-    cfg = clustering_config(checkpoint, args)
+    cfg = checked_config(checkpoint, args)
     model = load_backbone(args.arch, args.patch_size, args.pretrained_weights, args.checkpoint_key, args.device,
                           checkpoint=checkpoint)
     if not -1 <= args.head < model.num_heads:
-        raise ValueError(f"--head {args.head} out of range for {model.num_heads} heads (-1 = all)")
+        raise UsageError(f"--head {args.head} out of range for {model.num_heads} heads (-1 = all)")
     views, positions = make_views(load_image(args), args, generator)
     device_gen = torch.Generator(device=args.device).manual_seed(args.seed)
     clusters, attention, n_clusters = clusters_and_attention(model, views, positions, cfg, device=args.device,
                                                              generator=device_gen)
     heads = list(range(model.num_heads)) if args.head < 0 else [args.head]
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    render(views, clusters, attention, n_clusters, heads).save(args.output)
-    print(f"wrote {args.output} (chosen k per head: {n_clusters.tolist()}; {cfg})")
-    return args.output
+    picture = render(views, clusters, attention, n_clusters, heads)
+    atomic_write(str(output), lambda f: picture.save(f, format=Image.registered_extensions()[output.suffix.lower()]),
+                 size=3 * picture.width * picture.height)
+    print(f"wrote {output} (chosen k per head: {n_clusters.tolist()}; {cfg})")
+    return str(output)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 from croc_utils.architectures import ARCH_CONFIGS
 from croc_utils.atomic_io import atomic_write
 from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
-from croc_utils.cli import run_cli
+from croc_utils.cli import UsageError, run_cli
 from models.vision_transformer import build_backbone
 
 # (arch, patch size) -> timm model name; other pairs use the nearest name with overriding arguments (timm_call)
@@ -96,7 +96,7 @@ def export(pretrained_weights: str, output: str, checkpoint_key: str = "teacher"
     from safetensors.torch import save
 
     if not output.endswith(".safetensors"):
-        raise ValueError(f"--output {output}: the file name must end in .safetensors")
+        raise UsageError(f"--output {output}: the file name must end in .safetensors")
     tensors, metadata = export_state(pretrained_weights, checkpoint_key)
     data = save(tensors, metadata=metadata)
     atomic_write(output, lambda f: f.write(data), size=len(data))

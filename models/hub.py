@@ -25,8 +25,8 @@ from croc_utils.checkpoint import (
 )
 
 from .head import CrOCHead, CrOCNetwork
-from .pretrained import load_backbone_state
-from .vision_transformer import CrOCViT, build_backbone, vit_small
+from .pretrained import build_for_state, load_backbone_state
+from .vision_transformer import CrOCViT, vit_small
 
 # name -> (URL of the authors' full checkpoint, file name in the hub cache); see README "Released checkpoints".
 RELEASED_WEIGHTS = {
@@ -46,13 +46,25 @@ def weights_path(weights: str, progress: bool = True) -> str:
         if not os.path.isfile(path):
             os.makedirs(folder, exist_ok=True)
             print(f"Downloading the released CrOC {weights} checkpoint from {url} to {path}")
-            torch.hub.download_url_to_file(url, path, progress=progress)  # writes a temp file, then renames
+            try:
+                torch.hub.download_url_to_file(url, path, progress=progress)  # writes a temp file, then renames
+            except (OSError, ValueError) as err:  # urllib's URLError and HTTPError are OSErrors
+                raise ConnectionError(f"cannot download the released CrOC {weights} checkpoint from {url} "
+                                      f"({_why(err)}); without a network, download it elsewhere and pass "
+                                      f"weights=<that file>, or copy it to {path}") from None
         return path
     path = os.path.expanduser(str(weights))
     if not os.path.isfile(path):
         raise ValueError(f"weights={weights!r}: neither a released name ({', '.join(RELEASED_WEIGHTS)}) nor an "
                          f"existing file")
     return path
+
+
+def _why(err: BaseException) -> str:
+    """A download failure in a few words (urllib's ``reason`` or HTTP code when there is one)."""
+    reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or str(err)
+    code = getattr(err, "code", None)
+    return f"HTTP {code}: {reason}" if code else f"{type(err).__name__}: {reason}"
 
 
 def _read(weights: str, progress: bool) -> tuple[str, dict]:
@@ -74,28 +86,24 @@ def croc_vits16(pretrained: bool = True, weights: str = "coco", checkpoint_key: 
         weights: "coco", "coco+", "in1k" (the released checkpoints) or the path of a checkpoint: a CrOC or DINO
             full checkpoint, or a bare backbone state dict.
         checkpoint_key: "teacher" or "student" in a full checkpoint.
-        kwargs: passed to ``models.vit_small`` (e.g. ``which_features``); must keep the released shapes.
+        kwargs: passed to ``models.vit_small`` (e.g. ``which_features``); must keep the released shapes (a
+            ``patch_size`` other than 16 is refused: ``croc_vit`` builds any architecture and patch size).
     Returns:
         The backbone: ``model(x)`` with x (B, 3, H, W), sides multiples of 16, gives cls (B, 384), tokens
         (B, 1+N, 384) and keys (B, 6, 1+N, 64); DINO's ``get_intermediate_layers`` and
         ``get_last_selfattention`` are there too.
     """
+    if kwargs.pop("patch_size", 16) != 16:
+        raise ValueError("croc_vits16 is the ViT-S/16 (patch_size 16); for another patch size use "
+                         "croc_vit(weights=..., arch='vit_small', patch_size=...)")
     state = None
     if pretrained:  # read (and check) the file before the slower build
         path, ckpt = _read(weights, progress)
         state = backbone_state_dict(ckpt, checkpoint_key, path)
-    model = vit_small(patch_size=16, **kwargs)
+    model = build_for_state("vit_small", 16, state, **kwargs)
     if state is not None:
-        _load_all(model, state, path, checkpoint_key)
+        load_backbone_state(model, state, path, checkpoint_key)  # every tensor or an error
     return model.eval()
-
-
-def _load_all(model: CrOCViT, state: Mapping[str, torch.Tensor], path: str, checkpoint_key: str) -> None:
-    """Load a backbone state into ``model``; a hub model is all or nothing, so a missing tensor is an error."""
-    load_backbone_state(model, state, path, checkpoint_key)
-    missing = sorted(set(model.state_dict()) - set(state))
-    if missing:
-        raise CheckpointError(f"{path}: the backbone lacks {len(missing)} tensors (e.g. {missing[:2]})")
 
 
 def croc_vit(weights: str, checkpoint_key: str = "teacher", arch: str | None = None, patch_size: int | None = None,
@@ -111,10 +119,10 @@ def croc_vit(weights: str, checkpoint_key: str = "teacher", arch: str | None = N
         raise CheckpointError(f"{path}: no saved args name the architecture; pass arch= and patch_size=")
     state = backbone_state_dict(ckpt, checkpoint_key, path)
     try:
-        model = build_backbone(str(arch), patch_size=int(patch_size), **kwargs)
+        model = build_for_state(str(arch), int(patch_size), state, **kwargs)
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot build arch={arch!r}, patch_size={patch_size!r} ({err})") from None
-    _load_all(model, state, path, checkpoint_key)
+    load_backbone_state(model, state, path, checkpoint_key)  # every tensor or an error
     return model.eval()
 
 

@@ -15,7 +15,7 @@ from croc_utils.checkpoint import CheckpointError, _check_shapes, backbone_state
 
 from .vision_transformer import build_backbone
 
-__all__ = ["load_backbone", "load_backbone_state", "state_grid"]
+__all__ = ["build_for_state", "load_backbone", "load_backbone_state", "state_grid"]
 
 
 def state_grid(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -27,20 +27,43 @@ def state_grid(state: Mapping[str, torch.Tensor]) -> int | None:
     return g if g * g == pos.shape[1] - 1 else None
 
 
+def build_for_state(arch: str, patch_size: int, state: Mapping[str, torch.Tensor] | None = None,
+                    **kwargs) -> nn.Module:
+    """``build_backbone(arch, patch_size)`` shaped for a backbone state dict: a file whose position embedding was
+    made for another grid than 224 px (e.g. trained on 64 px crops) gets a model built for that grid; DINO's
+    interpolation then adapts it to any input."""
+    grid = state_grid(state) if state is not None else None
+    if grid and "img_size" not in kwargs:
+        kwargs["img_size"] = grid * patch_size
+    return build_backbone(arch, patch_size=patch_size, **kwargs)
+
+
 def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str,
                         checkpoint_key: str = "teacher") -> str:
-    """Load a ``backbone_state_dict`` into ``model``; returns a one-line load message.
+    """Load a ``backbone_state_dict`` into ``model``, every tensor or none; returns a one-line load message.
 
-    Raises CheckpointError when no weight fits or an architecture differs (e.g. vit_small weights into vit_tiny).
+    Raises CheckpointError naming the file when no weight fits, when an architecture differs (e.g. vit_small
+    weights into vit_tiny), when the file lacks some of the backbone's tensors (what it lacks would stay random and
+    the scores would mean nothing) and when a tensor holds NaN or inf (a run that diverged). Tensors the backbone
+    does not have (a head, extra buffers) are left out and counted.
     """
     _check_shapes(model, state, path, "the backbone")
     own = model.state_dict()
     if not any(key in own for key in state):
         raise CheckpointError(f"{path}: no ViT weights found (checkpoint_key '{checkpoint_key}'; keys like "
                               f"{list(state)[:3]})")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    return (f"loaded {path} [{checkpoint_key}]: {len(own) - len(missing)}/{len(own)} tensors, missing {missing}, "
-            f"unexpected {unexpected}")
+    missing = [key for key in own if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds {len(own) - len(missing)} of the {len(own)} tensors of the backbone "
+                              f"('{checkpoint_key}'; lacks e.g. {missing[:2]}): an incomplete file or another model")
+    bad = [key for key in own if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} backbone tensors hold NaN or inf (e.g. {bad[0]}): the run that "
+                              "saved it diverged")
+    unused = [key for key in state if key not in own]
+    model.load_state_dict({key: state[key] for key in own})
+    return (f"loaded {path} [{checkpoint_key}]: {len(own)}/{len(own)} tensors"
+            + (f", {len(unused)} unused (e.g. {unused[:2]})" if unused else ""))
 
 
 def load_backbone(arch: str = "vit_small", patch_size: int = 16, pretrained_weights: str = "",
@@ -55,11 +78,7 @@ def load_backbone(arch: str = "vit_small", patch_size: int = 16, pretrained_weig
     if pretrained_weights:  # read the file once: its grid sets the model, then its weights fill it
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(pretrained_weights)
         state = backbone_state_dict(ckpt, checkpoint_key, pretrained_weights)
-    grid = state_grid(state) if state is not None else None
-    # A file whose position embedding was made for another grid than 224 px: build the model for that grid,
-    # DINO's interpolation then adapts it to any input.
-    kwargs = {"img_size": grid * patch_size} if grid else {}
-    model = build_backbone(arch, patch_size=patch_size, **kwargs)
+    model = build_for_state(arch, patch_size, state)
     if pretrained_weights:
         msg = load_backbone_state(model, state, pretrained_weights, checkpoint_key)
         if verbose:

@@ -1,6 +1,8 @@
 """Dataset readers on miniature trees with the real layouts and label conventions, and the mask defects they mend
 as the authors' evaluation fork does. The paired transforms are tested in test_seg_transforms.py."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,6 +14,7 @@ from eval.seg_datasets import (
     DAVIS2017,
     VOC_CLASSES,
     COCOSegmentation,
+    DataError,
     VOCSegmentation,
     build_segmentation_dataset,
     coco_label_table,
@@ -186,3 +189,99 @@ def test_davis_errors_name_the_path(tmp_path):
     (tmp_path / "Annotations" / "480p" / "bike" / "00000.png").unlink()
     with pytest.raises(FileNotFoundError, match="bike/00000.png"):
         DAVIS2017(tmp_path)
+
+
+# ===== bad input: each error names the file =====
+
+
+def test_an_unreadable_image_or_mask_is_named_in_one_line(tmp_path):
+    base = make_vocdevkit(tmp_path)
+    image = base / "JPEGImages" / "2007_000039.jpg"
+    image.write_bytes(image.read_bytes()[:200])  # an interrupted download
+    with pytest.raises(DataError, match="2007_000039.jpg: unreadable image"):
+        VOCSegmentation(tmp_path, "val")[0]
+    loader = DataLoader(VOCSegmentation(tmp_path, "val"), num_workers=1)
+    with pytest.raises(DataError) as err:  # through a worker process: still the message alone
+        next(iter(loader))
+    assert "\n" not in str(err.value) and "2007_000039.jpg: unreadable image" in str(err.value)
+    image.write_text("<html>404</html>")
+    (base / "SegmentationClass" / "2007_000039.png").write_bytes(b"")
+    with pytest.raises(DataError, match="2007_000039"):
+        VOCSegmentation(tmp_path, "val")[0]
+
+
+def test_16_bit_images_keep_their_values(tmp_path):
+    base = make_vocdevkit(tmp_path)
+    grey = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) % 256
+    path = base / "JPEGImages" / "2007_000039.jpg"
+    Image.fromarray(grey * 257).save(path, format="PNG")  # 16-bit greyscale (mode I;16), named as VOC names it
+    image, _ = VOCSegmentation(tmp_path, "val")[0]
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image)[..., 0], grey)  # not clipped to 255
+
+
+def test_empty_lists_and_fractions_that_keep_nothing(tmp_path):
+    base = make_vocdevkit(tmp_path)
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
+    with pytest.raises(DataError, match="val.txt: the split list names no image"):
+        VOCSegmentation(tmp_path, "val")
+    make_coco(tmp_path / "coco", n_images=3)
+    with pytest.raises(DataError, match="--coco_train_fraction 0.1 of the 3 images"):
+        COCOSegmentation(tmp_path / "coco", "things", "train", fraction=0.1)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda cats: [c.pop("supercategory") for c in cats], "has no 'supercategory'"),
+    (lambda cats: cats.append({"supercategory": "sky", "id": 300, "name": "far"}), "has id 300"),
+    (lambda cats: cats.append({"supercategory": "sky", "id": -3, "name": "neg"}), "has id -3"),
+    (lambda cats: cats[0].update(id="96"), "has id '96'"),
+])
+def test_category_files_are_checked(tmp_path, edit, message):
+    paths = make_coco(tmp_path, n_images=1)
+    json_file = tmp_path / paths["stuff_json"].format(split="val")
+    data = json.loads(json_file.read_text())
+    edit(data["categories"])
+    json_file.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message) as err:
+        COCOSegmentation(tmp_path, "stuff", "val")
+    assert str(json_file) in str(err.value)
+
+
+def test_davis_tree_is_checked_before_any_work(tmp_path):
+    make_davis(tmp_path, seqs=("bike", "dog"), n_frames=3)
+    lists = tmp_path / "ImageSets" / "2017" / "val.txt"
+    lists.write_text("\n \n")
+    with pytest.raises(DataError, match="val.txt: the sequence list names no sequence"):
+        DAVIS2017(tmp_path)
+    lists.write_text("bike\ndog\n")
+    annotation = tmp_path / "Annotations" / "480p" / "dog" / "00001.png"
+    Image.open(annotation).resize((20, 16), Image.NEAREST).save(annotation)  # Full-Resolution beside 480p frames
+    with pytest.raises(DataError, match=r"dog/00001.png: 20x16 annotation for a 10x8 frame"):
+        DAVIS2017(tmp_path)
+    Image.open(annotation).resize((10, 8), Image.NEAREST).save(annotation)
+    frame = tmp_path / "JPEGImages" / "480p" / "bike" / "00002.jpg"
+    save_jpg(frame, h=16, w=20)
+    with pytest.raises(DataError, match=r"bike/00002.jpg: 20x16 frame in a sequence of 10x8 frames"):
+        DAVIS2017(tmp_path)
+    frame.write_bytes(b"")
+    with pytest.raises(DataError, match=r"bike/00002.jpg: unreadable image"):
+        DAVIS2017(tmp_path)
+
+
+def test_davis_masks_without_objects(tmp_path):
+    make_davis(tmp_path, seqs=("bike",), n_frames=3)
+    for path in (tmp_path / "Annotations" / "480p" / "bike").glob("*.png"):  # saved as black-and-white masks
+        save_png(path, np.where(np.asarray(Image.open(path)) > 0, 255, 0))
+    with pytest.raises(DataError, match="00000.png: the annotations of bike hold only 0 and 255"):
+        DAVIS2017(tmp_path)
+    for path in (tmp_path / "Annotations" / "480p" / "bike").glob("*.png"):
+        save_png(path, np.zeros((8, 10)))
+    with pytest.raises(DataError, match="val.txt: no listed sequence has an object"):
+        DAVIS2017(tmp_path)
+
+
+def test_davis_frames_without_zero_padding_keep_their_order(tmp_path):
+    make_davis(tmp_path, seqs=("walk",), n_frames=12)
+    for kind in ("JPEGImages", "Annotations"):
+        for path in (tmp_path / kind / "480p" / "walk").iterdir():
+            path.rename(path.with_name(f"{int(path.stem)}{path.suffix}"))
+    assert [f.stem for f in DAVIS2017(tmp_path).frames("walk")] == [str(t) for t in range(12)]

@@ -182,7 +182,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys):
         load_backbone("vit_tiny", pretrained_weights=str(small), verbose=False)
     with pytest.raises(SystemExit) as exit_info:
         run(linear_segmentation, [*SYNTHETIC, "--pretrained_weights", str(text), "--output_dir", str(tmp_path)])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "notes.txt" in err
 
@@ -247,3 +247,82 @@ def test_visualize_clusters_writes_a_png(tmp_path):
     run(visualize_clusters, ["--arch", "vit_tiny", "--device", "cpu", "--global_crops_size", "64", "--head", "1",
                              "--synthetic_size", "96", "--output", str(out)])
     assert Image.open(out).size[1] < 2 * 64 + 40  # a single head: one row
+
+
+# ===== bad input: one line, a warning with a count, or the right result =====
+
+
+def one_line_error(capsys, module, argv, code=1):
+    with pytest.raises(SystemExit) as exit_info:
+        run(module, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code and err.count("\n") == 1 and "error:" in err, err
+    return err
+
+
+def test_kmeans_warns_about_mended_masks_and_counts_them(tmp_path, capsys):
+    names = [(f"2007_{i:06d}", 1 + i) for i in range(3)]
+    base = make_vocdevkit(tmp_path, names=names, val=[n for n, _ in names])
+    save_png(base / "SegmentationClass" / "2007_000001.png", voc_mask(2, h=16, w=12), palette=True)  # transposed
+    out = run(kmeans_segmentation, ["--arch", "vit_pico", "--patch_size", "8", "--dataset", "voc", "--data_path",
+                                    str(tmp_path), "--input_size", "32", "--num_workers", "0", "--device", "cpu",
+                                    "--n_last_blocks", "1", "--pca_dim", "4", "--n_seeds", "1", "--n_restarts", "1",
+                                    "--n_iter", "5", "--mask_size", "16", "--output_dir", str(tmp_path / "out")])
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert len(warning) == 1 and "val: 1 mask(s) of another size than the image resized" in warning[0]
+    saved = json.loads((tmp_path / "out" / "kmeans_results.json").read_text())
+    assert saved["mask_fixes"] == out["mask_fixes"] == {"val": {"resized": 1, "unknown_ids": 0}}
+
+
+PICO = ["--arch", "vit_pico", "--patch_size", "8", "--device", "cpu", "--input_size", "32", "--num_workers", "0"]
+
+
+@pytest.mark.parametrize("module, argv, named", [
+    (kmeans_segmentation, ["--device", "gpu"], "argument --device: 'gpu' is not a torch device"),
+    (linear_segmentation, ["--device", "cuda:99"], "argument --device: cuda:99:"),
+    (kmeans_segmentation, ["--n_restarts", "0"], "argument --n_restarts: must be a whole number >= 1, got 0"),
+    (kmeans_segmentation, ["--mask_size", "0"], "argument --mask_size"),
+    (kmeans_segmentation, ["--input_size", "0"], "argument --input_size"),
+    (linear_segmentation, ["--lr", "-1"], "argument --lr: must be a number > 0, got -1"),
+    (linear_segmentation, ["--coco_train_fraction", "1.5"], "argument --coco_train_fraction"),
+    (linear_segmentation, ["--dataset", "ade20k"], "argument --dataset: invalid choice"),
+])
+def test_flags_out_of_range_stop_in_one_line_before_any_work(capsys, module, argv, named):
+    assert named in one_line_error(capsys, module, [*PICO, *argv], code=2)
+
+
+@pytest.mark.parametrize("module, argv, named", [
+    (kmeans_segmentation, ["--dataset", "synthetic", "--synthetic_val_images", "2", "--n_last_blocks", "5"],
+     "--n_last_blocks 5 is not in 1..4"),
+    (kmeans_segmentation, ["--dataset", "synthetic", "--synthetic_val_images", "1", "--n_last_blocks", "1",
+                           "--pca_dim", "4", "--n_clusters", "17"], "--n_clusters 17 exceeds the 16 feature vectors"),
+    (kmeans_segmentation, ["--dataset", "synthetic", "--input_size", "8"], "--input_size 8 is below 16 px"),
+    (linear_segmentation, ["--dataset", "synthetic", "--n_last_blocks", "5"], "--n_last_blocks 5 is not in 1..4"),
+])
+def test_flags_that_depend_on_the_model_or_data_name_the_flag(tmp_path, capsys, module, argv, named):
+    assert named in one_line_error(capsys, module, [*PICO, *argv, "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("module", [kmeans_segmentation, linear_segmentation])
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_unusable_output_dir_stops_before_the_backbone(tmp_path, capsys, module, where):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    out = taken if where == "a file" else taken / "sub"
+    err = one_line_error(capsys, module, [*PICO, "--dataset", "synthetic", "--output_dir", str(out)])
+    assert f"--output_dir {out}:" in err and "loaded" not in capsys.readouterr().out
+
+
+def test_files_that_fill_part_of_the_backbone_or_hold_nan_are_refused(tmp_path):
+    state = vit_tiny().state_dict()
+    half = tmp_path / "half.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in list(state.items())[:20]}}, half)
+    with pytest.raises(CheckpointError, match=rf"half.pth: holds 20 of the {len(state)} tensors of the backbone"):
+        load_backbone("vit_tiny", pretrained_weights=str(half), verbose=False)
+    diverged = tmp_path / "diverged.pth"
+    torch.save({k: torch.full_like(v, float("nan")) if k == "norm.weight" else v for k, v in state.items()}, diverged)
+    with pytest.raises(CheckpointError, match="diverged.pth: 1 backbone tensors hold NaN or inf"):
+        load_backbone("vit_tiny", pretrained_weights=str(diverged), verbose=False)
+    extra = tmp_path / "extra.pth"
+    torch.save({**state, "head.weight": torch.zeros(2)}, extra)
+    assert load_backbone("vit_tiny", pretrained_weights=str(extra), verbose=False) is not None

@@ -119,7 +119,7 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, case):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, get_args_parser(), argv)
     err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(get_args_parser().prog)
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1 and err.startswith(get_args_parser().prog)
     assert not (tmp_path / "o.safetensors").exists()
 
 

@@ -3,13 +3,14 @@
 import argparse
 import os
 import shutil
+import urllib.error
 
 import pytest
 import torch
 
 import models
 from croc_utils.checkpoint import CheckpointError, from_released_names
-from models import croc_vits16, croc_vits16_full
+from models import croc_vit, croc_vits16, croc_vits16_full
 from models.hub import RELEASED_WEIGHTS
 from tests.test_checkpoint import OUT_DIM, OUT_DIM_C, released_state
 
@@ -120,15 +121,15 @@ def test_bad_names_paths_and_files_are_one_line(tmp_path, small_file):
         croc_vits16(weights=evil, depth=1)
     bare = str(tmp_path / "bare.pth")
     backbone = backbone_of(small_file[1]["teacher"])
-    torch.save(dict(backbone, pos_embed=torch.zeros(1, 785, 384)), bare)  # a ViT-S/8's position embedding
-    with pytest.raises(CheckpointError, match="another architecture: pos_embed is"):
+    torch.save(dict(backbone, **{"patch_embed.proj.weight": torch.zeros(384, 3, 8, 8)}), bare)  # a ViT-S/8's
+    with pytest.raises(CheckpointError, match="another architecture: patch_embed.proj.weight is"):
         croc_vits16(weights=bare, depth=2)
     torch.save(backbone, bare)
     croc_vits16(weights=bare, depth=2)  # a bare backbone state dict is fine for the backbone
     with pytest.raises(CheckpointError, match="needs a full checkpoint"):
         croc_vits16_full(weights=bare, depth=2)
     torch.save({k: v for k, v in backbone.items() if not k.startswith("norm.")}, bare)
-    with pytest.raises(CheckpointError, match="lacks 2 tensors"):
+    with pytest.raises(CheckpointError, match=r"holds \d+ of the \d+ tensors of the backbone .*lacks e.g. \['norm"):
         croc_vits16(weights=bare, depth=2)
 
 
@@ -153,3 +154,43 @@ def test_croc_vit_builds_the_saved_architecture_of_any_checkpoint(tmp_path):
     assert_same_state(models.croc_vit(str(bare), arch="vit_pico", patch_size=8).state_dict(), backbone.state_dict())
     with pytest.raises(CheckpointError, match="cannot build arch='vit_huge'"):
         models.croc_vit(str(bare), arch="vit_huge", patch_size=8)
+
+
+# ===== bad input: one clear exception naming the argument or file =====
+
+
+def test_a_download_without_network_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(url, dst, progress=True):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ConnectionError, match=r"cannot download the released CrOC in1k checkpoint from https://"):
+        croc_vits16(weights="in1k")
+    assert not os.listdir(tmp_path / "hub" / "checkpoints")  # nothing half-written left in the cache
+
+
+def test_croc_vits16_refuses_another_patch_size(small_file):
+    path, _ = small_file
+    with pytest.raises(ValueError, match="croc_vits16 is the ViT-S/16.*croc_vit"):
+        croc_vits16(weights=path, depth=2, patch_size=8)
+
+
+def test_croc_vit_takes_a_file_of_another_grid_as_the_evaluators_do(tmp_path):
+    trained = models.build_backbone("vit_pico", patch_size=8, img_size=64)  # trained on 64 px crops: 8x8 grid
+    path = tmp_path / "grid64.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in trained.state_dict().items()},
+                "args": argparse.Namespace(arch="vit_pico", patch_size=8)}, path)
+    model = croc_vit(weights=str(path))
+    assert_same_state(model.state_dict(), trained.state_dict())
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 96, 96)).tokens.shape == (1, 1 + 12 * 12, 128)
+
+
+def test_a_file_filling_part_of_the_backbone_is_refused(tmp_path):
+    state = models.build_backbone("vit_pico", patch_size=8).state_dict()
+    path = tmp_path / "one_tensor.pth"
+    torch.save({"teacher": {"backbone.cls_token": state["cls_token"]}}, path)
+    with pytest.raises(CheckpointError, match=r"one_tensor.pth: holds 1 of the 54 tensors"):
+        croc_vit(weights=str(path), arch="vit_pico", patch_size=8)

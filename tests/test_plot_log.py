@@ -95,7 +95,45 @@ def test_missing_or_garbled_log_is_one_line(tmp_path, capsys, content, message):
         (tmp_path / "log.txt").write_text(content)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, get_args_parser(), [str(tmp_path)])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("plot_log: error:") and message in err, err
     assert not (tmp_path / "curves.png").exists()
+
+
+def one_line_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, get_args_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and err.startswith("plot_log: error:"), err
+    return err
+
+
+def test_output_folder_or_bare_name_gets_a_real_file_name(tmp_path, capsys):
+    fabricate(tmp_path)
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    for given, written in ((f"{figs}/", figs / "curves.png"), (str(figs), figs / "curves.png"),
+                           (str(tmp_path / "figure"), tmp_path / "figure.png")):
+        written.unlink(missing_ok=True)
+        assert main(get_args_parser().parse_args([str(tmp_path), "--output", given])) == str(written)
+        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {written} " in capsys.readouterr().out
+    assert not (figs / ".png").exists()
+    err = one_line_error(capsys, [str(tmp_path), "--output", str(tmp_path / "figure.xyz")])
+    assert "--output" in err and ".xyz is not an image format" in err
+
+
+def test_the_figure_never_goes_over_the_log_or_its_settings(tmp_path, capsys):
+    fabricate(tmp_path)
+    log = (tmp_path / "log.txt").read_bytes()
+    for target in ("log.txt", "args.json"):
+        err = one_line_error(capsys, [str(tmp_path), "--output", str(tmp_path / target)])
+        assert "--output" in err
+    assert (tmp_path / "log.txt").read_bytes() == log
+
+
+def test_args_json_that_holds_no_settings_object_is_ignored(tmp_path, capsys):
+    fabricate(tmp_path, with_args=False)
+    (tmp_path / "args.json").write_text("[1, 2]")
+    main(get_args_parser().parse_args([str(tmp_path)]))
+    assert "no out_dim in args.json" in capsys.readouterr().out

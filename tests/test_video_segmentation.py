@@ -5,11 +5,15 @@ import argparse
 import math
 
 import numpy as np
+import pytest
 import torch
 
+from croc_utils.cli import UsageError, run_cli
 from eval.seg_datasets import DAVIS2017
 from eval.video_segmentation import (
     davis_palette,
+    get_args_parser,
+    main,
     nan_to_none,
     neighborhood_mask,
     propagate,
@@ -50,7 +54,7 @@ class NoBackbone:
 
 
 def test_first_frame_without_objects_propagates_nothing(tmp_path, capsys):
-    make_davis(tmp_path, seqs=("empty",), n_frames=3)
+    make_davis(tmp_path, seqs=("empty", "dog"), n_frames=3)  # a list with no object at all is refused
     blank_first_annotation(tmp_path, "empty")
     args = argparse.Namespace(short_side=64, size_mask_neighborhood=1, device="cpu", n_last_frames=7, topk=2,
                               temperature=0.1)
@@ -95,3 +99,40 @@ def test_davis_palette_and_frame_size():
     assert pal[255].tolist() == [224, 224, 192]  # VOC's boundary colour
     assert target_size(480, 854) == (480, 832)
     assert target_size(854, 480) == (832, 480)
+
+
+def davis_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, get_args_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code in (1, 2) and err.count("\n") == 1 and "video_segmentation: error:" in err, err
+    return err
+
+
+def test_results_never_go_into_the_dataset_folders(tmp_path, capsys):
+    make_davis(tmp_path / "DAVIS", seqs=("bike",), n_frames=3)
+    annotations = tmp_path / "DAVIS" / "Annotations" / "480p"
+    before = {p: p.read_bytes() for p in annotations.rglob("*.png")}
+    (tmp_path / "link").symlink_to(annotations)
+    base = ["--arch", "vit_pico", "--patch_size", "8", "--device", "cpu", "--data_path", str(tmp_path / "DAVIS"),
+            "--short_side", "64"]
+    for out in (annotations, tmp_path / "link", tmp_path / "DAVIS" / "JPEGImages" / "480p" / "bike"):
+        err = davis_error(capsys, [*base, "--output_dir", str(out)])
+        assert f"--output_dir {out} is in the input folder" in err
+    assert {p: p.read_bytes() for p in annotations.rglob("*.png")} == before
+
+
+@pytest.mark.parametrize("flag, value", [("--topk", "0"), ("--temperature", "0"), ("--temperature", "nan"),
+                                         ("--n_last_frames", "-1"), ("--size_mask_neighborhood", "-1"),
+                                         ("--short_side", "0"), ("--device", "gpu")])
+def test_propagation_flags_out_of_range_stop_before_any_work(tmp_path, capsys, flag, value):
+    err = davis_error(capsys, ["--data_path", str(tmp_path / "nowhere"), flag, value])
+    assert f"argument {flag}:" in err
+
+
+def test_topk_above_the_patches_of_a_frame(tmp_path):
+    make_davis(tmp_path, seqs=("dog",), n_frames=3)
+    args = argparse.Namespace(short_side=64, size_mask_neighborhood=1, device="cpu", n_last_frames=7, topk=17,
+                              temperature=0.1)  # 64 x 64 inputs: 4 x 4 patches of 16 px
+    with pytest.raises(UsageError, match="--topk 17 exceeds the 16 patches"):
+        segment_sequence(NoBackbone(), DAVIS2017(tmp_path), "dog", args)
