@@ -1,9 +1,9 @@
 """The released CrOC ViT-S/16 as torch.hub entry points (``hubconf.py`` re-exports them).
 
-    model = torch.hub.load("<owner>/<repo>", "croc_vits16")                    # teacher backbone, COCO weights
-    model = torch.hub.load("<owner>/<repo>", "croc_vits16", weights="in1k")    # or "coco+", or a local file
+    model = torch.hub.load(".", "croc_vits16", source="local")                  # from a clone: teacher, COCO weights
+    model = torch.hub.load(".", "croc_vits16", source="local", weights="in1k")  # or "coco+", or a local file
     from models import croc_vits16; model = croc_vits16(weights="runs/croc/checkpoint.pth")
-    model = torch.hub.load("<owner>/<repo>", "croc_vit", weights="runs/pico/checkpoint.pth")  # any --arch, from args
+    model = torch.hub.load(".", "croc_vit", source="local", weights="runs/pico/checkpoint.pth")  # any --arch
 
 A released name is downloaded once into torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under a readable
 file name since the URLs carry none) and, like a local file, read with ``croc_utils.checkpoint.load_checkpoint``:
@@ -28,7 +28,7 @@ from .head import CrOCHead, CrOCNetwork
 from .pretrained import build_for_state, load_backbone_state
 from .vision_transformer import CrOCViT, vit_small
 
-# name -> (URL of the authors' full checkpoint, file name in the hub cache); see README "Released checkpoints".
+# name -> (URL of the authors' full checkpoint, file name in the hub cache); see docs/checkpoints.md.
 RELEASED_WEIGHTS = {
     "coco": ("https://rdr.kuleuven.be/api/access/datafile/31383", "croc_vits16_coco_full.pth"),
     "coco+": ("https://rdr.kuleuven.be/api/access/datafile/31400", "croc_vits16_coco_plus_full.pth"),
