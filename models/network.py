@@ -1,6 +1,7 @@
 """The student and teacher networks of a run's arguments (docs/algorithm.md section 2)."""
 
 import inspect
+import warnings
 
 import torch
 from torch import nn
@@ -44,8 +45,12 @@ def build_networks(args, device: torch.device) -> tuple[nn.Module, CrOCNetwork]:
     student = build_network(args, drop_path_rate=args.drop_path_rate).to(device)
     teacher = build_network(args, drop_path_rate=0.0).to(device)
     if args.distributed and args.use_bn_in_head:
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        if device.type == "cuda":
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        else:  # torch's SyncBatchNorm runs on GPUs only
+            warnings.warn("--use_bn_in_head on a CPU process group: the head's BatchNorm uses each process's own "
+                          "batch statistics (SyncBatchNorm needs GPUs)", stacklevel=2)
     if args.distributed:
         student = wrap_ddp(student, device)
     teacher.load_state_dict(unwrap(student).state_dict(), strict=True)

@@ -134,7 +134,7 @@ LOOK_ALIKES = [  # a user's files and folders whose names resemble ours: none ma
     "checkpoint.pth.croc-partial-ABCD1234.tmp",  # the saver never writes capitals
     "checkpoint.pth.croc-partial-abcd1234.tmp.bak",
     "croc-partial-abcd1234.tmp",  # no target name
-    "mynotes.croc-partial-12345678.tmp",  # a target the saver never writes (issue 17)
+    "mynotes.croc-partial-12345678.tmp",  # a target the saver never writes
     "log.txt.croc-partial-zzzzzzzz.tmp",  # log.txt is appended to, never written through a temporary file
     "head_best.pth.croc-partial-abcd1234.tmp",  # the linear probe's saves are not a training run's files
     "notes.txt",

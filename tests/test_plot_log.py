@@ -72,7 +72,7 @@ def test_rerun_epochs_keep_the_last_line_and_old_logs_still_draw(tmp_path):
 
 
 def test_a_torn_last_line_is_skipped_with_one_warning_and_the_complete_epochs_drawn(tmp_path, capsys):
-    """What a full disk or a kill during a log write leaves: the complete epochs are still drawn (issue 17)."""
+    """What a full disk or a kill during a log write leaves: the complete epochs are still drawn."""
     logged = fabricate(tmp_path, n=3)
     with open(tmp_path / "log.txt", "a") as f:
         f.write('{"train_loss": 6.0, "train_d_loss": 3')  # epoch 3, cut mid-line

@@ -1,5 +1,5 @@
 """The output folder of a run (croc_utils/run_dir.py): one run per folder, what a rerun resumes from, what a refused
-start leaves untouched (issue 17). Lock and choice rules on bare folders; then tiny CPU trainings through the
+start leaves untouched. Lock and choice rules on bare folders; then tiny CPU trainings through the
 command line (``main_croc.main``), in this process."""
 
 import json
@@ -183,7 +183,7 @@ def epochs_in_log(out):
 
 
 def test_missing_checkpoint_resumes_from_the_newest_snapshot_and_overwrites_nothing(tmp_path, capsys):
-    """Issue 17.1: checkpoint.pth deleted, snapshots and log.txt kept; the rerun used to start from epoch 0."""
+    """Before: checkpoint.pth deleted, snapshots and log.txt kept; the rerun used to start from epoch 0."""
     out = tmp_path / "run"
     assert cli(capsys, out, "--epochs", "1")[0] == 0
     os.remove(out / "checkpoint.pth")
@@ -200,7 +200,7 @@ def test_missing_checkpoint_resumes_from_the_newest_snapshot_and_overwrites_noth
 
 
 def test_a_second_run_on_a_used_folder_is_refused_and_touches_nothing(tmp_path, capsys, live_pid):
-    """Issue 17.2: the second run deleted the first one's temp file at start-up."""
+    """Before: the second run deleted the first one's temp file at start-up."""
     out = tmp_path / "busy"
     out.mkdir()
     write_lock(str(out), pid=live_pid)
@@ -215,7 +215,7 @@ def test_a_second_run_on_a_used_folder_is_refused_and_touches_nothing(tmp_path, 
 
 
 def test_refused_resume_leaves_args_json_and_the_lock_as_they_were(tmp_path, capsys):
-    """Issue 17.8: a resume refused for a changed --out_dim had already rewritten args.json."""
+    """Before: a resume refused for a changed --out_dim had already rewritten args.json."""
     out = tmp_path / "run"
     assert cli(capsys, out, "--epochs", "1", "--saveckp_freq", "0")[0] == 0
     before = (out / "args.json").read_bytes()
@@ -226,7 +226,7 @@ def test_refused_resume_leaves_args_json_and_the_lock_as_they_were(tmp_path, cap
 
 
 def test_a_torn_last_log_line_is_cut_when_the_run_resumes(tmp_path, capsys):
-    """Issue 17.9: the resumed run glued its next epoch onto the torn line, losing that epoch too."""
+    """Before: the resumed run glued its next epoch onto the torn line, losing that epoch too."""
     out = tmp_path / "run"
     assert cli(capsys, out, "--epochs", "1", "--saveckp_freq", "0")[0] == 0
     with open(out / "log.txt", "a") as f:
@@ -237,7 +237,7 @@ def test_a_torn_last_log_line_is_cut_when_the_run_resumes(tmp_path, capsys):
 
 
 def test_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
-    """Issue 17.12: a FileExistsError traceback."""
+    """Before: a FileExistsError traceback."""
     (tmp_path / "notes").write_text("mine")
     status, _, stderr = cli(capsys, tmp_path / "notes", "--epochs", "1")
     assert status == 1 and stderr == f"error: --output_dir {tmp_path / 'notes'} is an existing file, not a folder\n"
@@ -245,7 +245,7 @@ def test_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 def test_full_disk_in_training_is_one_line_and_the_rerun_resumes(tmp_path, capsys, monkeypatch):
-    """Issue 17.3: the RuntimeError 'unexpected pos' traceback said nothing about space."""
+    """Before: the RuntimeError 'unexpected pos' traceback said nothing about space."""
     out = tmp_path / "run"
     assert cli(capsys, out, "--epochs", "1", "--saveckp_freq", "0")[0] == 0
     before = (out / "checkpoint.pth").read_bytes()

@@ -142,7 +142,7 @@ def test_non_finite_loss_exits_nonzero_and_keeps_checkpoint(tmp_path):
 
 
 def test_non_finite_on_another_rank_is_named_in_the_stop_line(tmp_path, monkeypatch, capsys):
-    """Issue 17.13: rank 0's line printed its own (finite) loss and did not say that rank 1 reported the NaN."""
+    """Before: rank 0's line printed its own (finite) loss and did not say that rank 1 reported the NaN."""
     monkeypatch.setattr(main_croc.du, "step_status", lambda healthy, stop: StepStatus([1], False))
     with pytest.raises(SystemExit) as exit_info:
         run(tmp_path, "nan_elsewhere", "--epochs", "1", "--saveckp_freq", "0")
@@ -202,6 +202,19 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert len(open(os.path.join(out, "log.txt")).readlines()) == 1
     assert json.load(open(os.path.join(out, "args.json")))["world_size"] == 2
     assert time.time() - start < 300
+
+
+def test_bn_in_head_under_ddp_on_cpu_trains_with_a_warning(tmp_path):
+    """SyncBatchNorm runs on GPUs only: on a CPU process group the head keeps per-process BatchNorm and says so
+    (it used to end in a traceback)."""
+    out = str(tmp_path / "ddp_bn")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "main_croc.py", *SMALL, "--output_dir", out, "--epochs", "1", "--use_bn_in_head", "true",
+                           "--synthetic_num_images", "8", "--batch_size_per_gpu", "2"],
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "SyncBatchNorm needs GPUs" in proc.stderr
+    assert load_checkpoint(os.path.join(out, "checkpoint.pth"))["epoch"] == 1
 
 
 def free_port() -> int:
