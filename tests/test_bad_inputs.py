@@ -1,11 +1,13 @@
-"""bench/bad_inputs.py: its classification of an outcome, and two real cases run through it."""
+"""bench/bad_inputs: its classification of an outcome, its table of cases, and two real cases run through it."""
 
 from pathlib import Path
 
 import pytest
 
-from bench import bad_inputs
-from bench.bad_inputs import Case, Run, classify
+from bench.bad_inputs.case import CAUSES, TOOLS, Case, Run
+from bench.bad_inputs.cases import cases
+from bench.bad_inputs.classify import classify
+from bench.bad_inputs.cli import main
 
 
 def outcome(tmp_path, rc, stderr="", stdout="", expect=("error",), names=("--topk",), tool="video", check=None):
@@ -35,4 +37,14 @@ def test_what_counts_as_clean_and_what_as_defective(tmp_path):
 
 @pytest.mark.parametrize("case_id", ["device-kmeans-gpu", "valid-plot"])
 def test_a_real_case_runs_and_is_clean(tmp_path, case_id):
-    assert bad_inputs.main(["--only", f"^{case_id}$", "--keep", str(tmp_path), "--jobs", "1"]) == 0
+    assert main(["--only", f"^{case_id}$", "--keep", str(tmp_path), "--jobs", "1"]) == 0
+
+
+def test_the_table_is_whole_and_every_package_file_is_short():
+    table = cases()
+    assert len({c.id for c in table}) == len(table) >= 370  # unique ids, no group of causes lost
+    assert {c.cause for c in table} == set(CAUSES) and {c.tool for c in table} == set(TOOLS)
+    assert all(c.ref in {r.id for r in table} for c in table if c.ref)
+    package = Path(__file__).resolve().parents[1] / "bench" / "bad_inputs"
+    assert {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py") if
+            len(p.read_text().splitlines()) > 300} == {}
