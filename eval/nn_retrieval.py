@@ -21,7 +21,8 @@ al. (NeurIPS 2023), run as its public reproduction (open-hummingbird-eval) runs 
     python -m eval.nn_retrieval --arch vit_pico --patch_size 8 --dataset synthetic --synthetic_style texture \
         --input_size 64 --memory_images 600 --eval_split dev --output_dir out/retrieval_synthetic
 
-Writes ``retrieval.json`` in ``--output_dir``.
+ADE20K (``--dataset ade20k``) has the reproduction's 151 classes: "other" (mask 0) is class 0 of the memory and
+left out of the scores (docs/evaluation.md). Writes ``retrieval.json`` in ``--output_dir``.
 """
 
 import argparse

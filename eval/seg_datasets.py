@@ -1,4 +1,5 @@
-"""Readers for the evaluation datasets: Pascal VOC 2012, COCO-Things / COCO-Stuff, DAVIS-2017, synthetic scenes.
+"""Readers for the evaluation datasets: Pascal VOC 2012, COCO-Things / COCO-Stuff, ADE20K, DAVIS-2017, synthetic
+scenes.
 
 Spec: docs/evaluation.md sections 1 (class definitions), 3 (DAVIS layout) and "Data layouts users already have".
 Segmentation readers return ``(PIL RGB image, uint8 mask (H, W))`` with labels in [0, C) and 255 = ignore, or
@@ -39,7 +40,23 @@ COCO_THINGS_CLASSES = ("accessory", "animal", "appliance", "electronic", "food",
                        "outdoor", "person", "sports", "vehicle")
 COCO_STUFF_CLASSES = ("building", "ceiling", "floor", "food-stuff", "furniture-stuff", "ground", "plant",
                       "raw-material", "sky", "solid", "structural", "textile", "wall", "water", "window")
-DATASETS = ("voc", "coco_things", "coco_stuff", "synthetic")
+ADE20K_CLASSES = ("other", "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+                  "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
+                  "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair",
+                  "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box",
+                  "column", "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace",
+                  "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow",
+                  "screen door", "stairway", "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower",
+                  "book", "hill", "bench", "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair",
+                  "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+                  "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel", "pole",
+                  "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship",
+                  "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel",
+                  "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+                  "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket",
+                  "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen",
+                  "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag")
+DATASETS = ("voc", "coco_things", "coco_stuff", "ade20k", "synthetic")
 
 
 class MissingDataError(UsageError, FileNotFoundError):
@@ -364,6 +381,43 @@ def _read_categories(path: Path) -> list[dict]:
     return categories
 
 
+# ===== ADE20K (SceneParse150) =====
+
+class ADE20KSegmentation(SegmentationDataset):
+    """ADE20K as the SceneParse150 benchmark: ``ADEChallengeData2016/images/{training,validation}/*.jpg`` with
+    ``annotations/{training,validation}/*.png`` (grey PNGs: 0 = "other"/unlabelled, 1..150 the classes).
+
+    151 classes as the public in-context retrieval reproduction counts them: index 0 is "other" and 1..150 keep
+    their ids (ADE20K_CLASSES). Mask value 0 becomes 255 (ignored in every score); retrieval's memory reads ignore
+    pixels as class 0, so "other" is a memory class that can be predicted, as there. ``root`` is the
+    ``ADEChallengeData2016`` folder or its parent. Every image needs its annotation (same stem); an image folder
+    without a .jpg, a missing folder or annotation raise an error naming the path.
+    """
+
+    class_names = ADE20K_CLASSES
+    SPLIT_DIRS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", transform=None):
+        super().__init__(transform)
+        if split not in self.SPLIT_DIRS:
+            raise ValueError(f"ADE20K split must be 'train' or 'val', got {split!r}")
+        folder = self.SPLIT_DIRS[split]
+        root = Path(root)
+        image_dir = _first_dir(root, [f"images/{folder}", f"ADEChallengeData2016/images/{folder}"],
+                               f"ADE20K {split} images")
+        mask_dir = image_dir.parent.parent / "annotations" / folder
+        if not mask_dir.is_dir():
+            raise MissingDataError(f"ADE20K {split} annotations not found: {mask_dir}")
+        self.images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+        if not self.images:
+            raise DataError(f"{image_dir}: no .jpg image")
+        self.masks = [mask_dir / f"{p.stem}.png" for p in self.images]
+        _check_pairs(self.images, self.masks)
+        self.label_table[: len(ADE20K_CLASSES)] = np.arange(len(ADE20K_CLASSES))
+        self.label_table[0] = IGNORE_INDEX
+        self._track_fixes()
+
+
 # ===== synthetic scenes =====
 
 class SyntheticSegmentation(Dataset):
@@ -393,9 +447,10 @@ class SyntheticSegmentation(Dataset):
 
 def build_segmentation_dataset(name: str, data_path: str, split: str, transform=None, train_fraction: float = 1.0,
                                synthetic_images: int = 100, synthetic_size: int = 224, seed: int = 0):
-    """Dataset by CLI name (``voc | coco_things | coco_stuff | synthetic``) and split (``train | val``).
+    """Dataset by CLI name (``voc | coco_things | coco_stuff | ade20k | synthetic``) and split (``train | val``).
 
-    VOC's train split is ``trainaug``; COCO's train is train2017 (``train_fraction`` of it, seed 400).
+    VOC's train split is ``trainaug``; COCO's train is train2017 (``train_fraction`` of it, seed 400); ADE20K's
+    are ``training`` and ``validation``.
     """
     if name != "synthetic" and not data_path:
         raise UsageError(f"--data_path is required for --dataset {name}")
@@ -406,6 +461,8 @@ def build_segmentation_dataset(name: str, data_path: str, split: str, transform=
     if name in ("coco_things", "coco_stuff"):
         fraction = train_fraction if split == "train" else 1.0
         return COCOSegmentation(data_path, name.split("_")[1], split, transform, fraction=fraction)
+    if name == "ade20k":
+        return ADE20KSegmentation(data_path, split, transform)
     if name == "synthetic":
         return SyntheticSegmentation(split, synthetic_images, synthetic_size, seed, transform)
     raise ValueError(f"--dataset must be one of {DATASETS}, got {name!r}")

@@ -9,10 +9,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from eval.seg_datasets import (
+    ADE20K_CLASSES,
     COCO_STUFF_CLASSES,
     COCO_THINGS_CLASSES,
     DAVIS2017,
     VOC_CLASSES,
+    ADE20KSegmentation,
     COCOSegmentation,
     DataError,
     VOCSegmentation,
@@ -26,6 +28,8 @@ from tests.trees import (
     COCO_THINGS_MASK,
     PANOPTIC_CATEGORIES,
     STUFF_CATEGORIES,
+    ade_mask,
+    make_ade20k,
     make_coco,
     make_davis,
     make_vocdevkit,
@@ -166,6 +170,39 @@ def test_coco_errors_name_the_path(tmp_path):
         COCOSegmentation(tmp_path, "stuff", "val")
     with pytest.raises(FileNotFoundError, match="not a directory"):
         build_segmentation_dataset("coco_things", str(tmp_path / "nope"), "val")
+
+
+# ===== ADE20K =====
+
+
+@pytest.mark.parametrize("given", ["ADEChallengeData2016", "."])
+def test_ade20k_layout_and_labels(tmp_path, given):
+    make_ade20k(tmp_path)
+    train = ADE20KSegmentation(tmp_path / given, "train")
+    val = build_segmentation_dataset("ade20k", str(tmp_path / given), "val")
+    assert len(train) == 3 and len(val) == 2 and train.num_classes == 151 and len(set(ADE20K_CLASSES)) == 151
+    assert ADE20K_CLASSES[0] == "other" and ADE20K_CLASSES[1] == "wall" and ADE20K_CLASSES[150] == "flag"
+    assert "annotations/training" in str(train.masks[0]) and "images/validation" in str(val.images[0])
+    image, mask = train[1]
+    assert image.size == (16, 12) and mask.dtype == np.uint8
+    raw = ade_mask(13)
+    assert (mask[raw == 0] == 255).all() and (mask[raw == 13] == 13).all()  # 0 ignored, 1..150 keep their ids
+    assert set(np.unique(val[1][1]).tolist()) == {150, 255}
+
+
+def test_ade20k_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ADE20K train images not found.*images/training"):
+        ADE20KSegmentation(tmp_path, "train")
+    base = make_ade20k(tmp_path)
+    missing = base / "annotations" / "validation" / "ADE_val_00000002.png"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        ADE20KSegmentation(tmp_path, "val")
+    save_png(base / "annotations" / "training" / "ADE_train_00000001.png", np.full((12, 16), 151, np.uint8))
+    with pytest.raises(DataError, match="ADE_train_00000001.png: unexpected mask values \\[151\\]"):
+        ADE20KSegmentation(tmp_path, "train")[0]
+    with pytest.raises(ValueError, match="'train' or 'val'"):
+        ADE20KSegmentation(tmp_path, "test")
 
 
 # ===== DAVIS =====

@@ -27,7 +27,7 @@ from eval.nn_retrieval import (
     retrieval_scores,
     transfer_labels,
 )
-from tests.trees import make_vocdevkit
+from tests.trees import make_ade20k, make_vocdevkit
 
 
 @pytest.fixture(autouse=True)
@@ -271,6 +271,25 @@ def test_command_line_on_a_voc_tree(tmp_path):
                    "--n_neighbours", "5", "--num_workers", "0", "--device", "cpu", "--output_dir", str(tmp_path)])
     assert out["memory_patches"] == 6 * 2 * 4  # trainaug: 6 images, 2 passes, 2 x 2 patches each
     assert len(out["class_names"]) == 21 and os.path.isfile(tmp_path / "retrieval.json")
+
+
+def test_command_line_on_an_ade20k_tree(tmp_path):
+    """ADE20K's 0 ("other") is a memory class, as in the public reproduction, and is left out of the scores."""
+    make_ade20k(tmp_path, train=(1, 13, 150, 13), val=(13, 150), h=32, w=32)
+    memory_set = nn_retrieval.build_datasets(nn_retrieval.get_args_parser().parse_args(
+        ["--dataset", "ade20k", "--data_path", str(tmp_path), "--input_size", "32"]))[1]
+    _, mask = memory_set[0]  # val transform: 32 x 32, left half "other" (255), right half class 13
+    labels = memory_labels(mask[None], (2, 2), 151)[0]  # 2 x 2 patches of 16 pixels
+    assert labels[[0, 2], 0].tolist() == [1.0, 1.0] and labels[[1, 3], 13].tolist() == [1.0, 1.0]
+    out = run_cli(nn_retrieval.main, nn_retrieval.get_args_parser(),
+                  ["--arch", "vit_pico", "--dataset", "ade20k", "--data_path", str(tmp_path), "--input_size", "32",
+                   "--n_neighbours", "5", "--num_workers", "0", "--device", "cpu", "--output_dir", str(tmp_path)])
+    conf = torch.tensor(out["confusion"])
+    assert out["memory_patches"] == 4 * 2 * 4 and out["class_names"][:2] == ["other", "wall"]
+    assert conf.shape == (151, 151) and conf[0].sum() == 0  # no true "other" pixel is scored
+    assert conf.sum() == 2 * 32 * 16  # only the labelled right halves of the two val images
+    iou = [v or 0.0 for v in out["per_class_iou"].values()]
+    assert out["miou"] == pytest.approx(sum(iou) / 151)  # the mean runs over all 151 entries, "other" included
 
 
 @pytest.mark.parametrize("flags,message", [

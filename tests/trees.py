@@ -120,3 +120,22 @@ def make_vocdevkit(root, names=(("2007_000032", 1), ("2007_000039", 15)), val=("
     (sets / "trainaug.txt").write_text("".join(f"{n}\n" for n, _ in names))
     (sets / "val.txt").write_text("".join(f"{n}\n" for n in val))
     return base
+
+
+# ===== ADE20K =====
+
+def ade_mask(label, h=12, w=16):
+    """Left half 0 ("other", unlabelled), right half ``label``."""
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[:, w // 2:] = label
+    return mask
+
+
+def make_ade20k(root, train=(1, 13, 150), val=(13, 150), h=12, w=16):
+    """ADEChallengeData2016 with one image per listed class: grey annotations, left half 0, right half the class."""
+    base = root / "ADEChallengeData2016"
+    for folder, prefix, labels in (("training", "ADE_train", train), ("validation", "ADE_val", val)):
+        for i, label in enumerate(labels, 1):
+            save_jpg(base / "images" / folder / f"{prefix}_{i:08d}.jpg", h, w, colour=(label, 255 - label, 90))
+            save_png(base / "annotations" / folder / f"{prefix}_{i:08d}.png", ade_mask(label, h, w))
+    return base
