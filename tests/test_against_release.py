@@ -128,6 +128,12 @@ def test_not_a_release_folder_is_one_line(tmp_path):
         load_release(str(tmp_path))
 
 
+def test_no_file_of_the_bench_is_over_300_lines():
+    files = [ROOT / "bench" / "against_release.py", *(ROOT / "bench" / "against_release").glob("*.py")]
+    assert len(files) >= 10
+    assert {p.name: n for p in files if (n := len(p.read_text().splitlines())) > 300} == {}
+
+
 def test_the_command_reports_a_wrong_release_dir_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": ""}  # the entry file finds its own checkout
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "against_release.py"), "--release_dir", str(tmp_path)],
