@@ -285,7 +285,7 @@ PICO = ["--arch", "vit_pico", "--patch_size", "8", "--device", "cpu", "--input_s
     (kmeans_segmentation, ["--input_size", "0"], "argument --input_size"),
     (linear_segmentation, ["--lr", "-1"], "argument --lr: must be a number > 0, got -1"),
     (linear_segmentation, ["--coco_train_fraction", "1.5"], "argument --coco_train_fraction"),
-    (linear_segmentation, ["--dataset", "ade20k"], "argument --dataset: invalid choice"),
+    (linear_segmentation, ["--dataset", "imagenet"], "argument --dataset: invalid choice"),
 ])
 def test_flags_out_of_range_stop_in_one_line_before_any_work(capsys, module, argv, named):
     assert named in one_line_error(capsys, module, [*PICO, *argv], code=2)

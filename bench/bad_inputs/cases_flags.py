@@ -115,6 +115,6 @@ def flag_parsing(add) -> None:
                 names=("--arch",))
     add("parse-plot-no-folder", "flag_parsing", "plot", [], names=("output_dir", "OUTPUT_DIR"))
     add("parse-video-no-data-path", "flag_parsing", "video", [*A, "--output_dir", "{out}"], names=("--data_path",))
-    add("parse-linear-bad-dataset", "flag_parsing", "linear", with_flags(LIN_VOC, dataset="ade20k"),
+    add("parse-linear-bad-dataset", "flag_parsing", "linear", with_flags(LIN_VOC, dataset="imagenet"),
         names=("--dataset",))
     add("parse-kmeans-bad-float", "flag_parsing", "kmeans", [*KM_VOC, "--n_clusters", "ten"], names=("--n_clusters",))
