@@ -3,19 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from croc_utils.cli import run_cli
 from eval import dense_probe
 from tests.trees import make_vocdevkit, save_png, voc_mask
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; 2 threads spin against each other on the shared CI machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cli_writes_json_and_refuses_bad_input(tmp_path, capsys):

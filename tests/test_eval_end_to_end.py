@@ -22,14 +22,7 @@ SYNTHETIC = ["--arch", "vit_tiny", "--dataset", "synthetic", "--input_size", "64
              "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core CI machine, 2 threads spin against each other and make every
-    model build here 10-20x slower; the tensors of these tests are too small to gain from a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(module, argv):

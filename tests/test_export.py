@@ -9,13 +9,7 @@ from croc_utils.cli import run_cli
 from models import build_backbone
 from models.export import export, get_args_parser, infer_architecture, main, timm_call
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -29,13 +29,7 @@ from eval.nn_retrieval import (
 )
 from tests.trees import make_ade20k, make_vocdevkit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ===== slow re-statements =====

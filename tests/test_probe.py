@@ -19,13 +19,7 @@ from eval.probe import (
 from eval.probe_data import ProbeData
 from models.pretrained import load_backbone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; 2 threads spin against each other on the shared CI machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_patch_class_fractions_by_hand():
