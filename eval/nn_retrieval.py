@@ -42,9 +42,9 @@ from torchvision.transforms import ColorJitter, InterpolationMode, RandomResized
 from tqdm import tqdm
 
 from croc_utils.atomic_io import atomic_write
-from croc_utils.cli import UsageError, run_cli
+from croc_utils.cli import OneLineErrorParser, UsageError, non_negative_int, positive_float, positive_int, run_cli
 from croc_utils.synthetic import SCENE_STYLES
-from eval.features import add_backbone_args, patch_features
+from eval.features import add_backbone_args, check_input_size, patch_features
 from eval.metrics import IGNORE_INDEX, confusion_matrix, hungarian_match, segmentation_scores
 from eval.probe import cache_features, patch_class_fractions
 from eval.probe_data import DEV_OFFSET, POOL_OFFSET
@@ -343,43 +343,44 @@ def evaluate_on_tensors(model: nn.Module, memory_images: torch.Tensor, memory_ma
 # ===== command line =====
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("nn_retrieval", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("nn_retrieval", description=__doc__.split("\n")[0])
     add_backbone_args(parser)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="voc", choices=DATASETS, help="Dataset. Default: voc.")
     data.add_argument("--data_path", default="", type=str,
                       help="Root of the dataset (not for synthetic). Default: empty.")
-    data.add_argument("--input_size", default=512, type=int,
+    data.add_argument("--input_size", default=512, type=positive_int,
                       help="Side of the memory and val inputs (512 in the reproduction's ViT/16 table). Default: 512.")
-    data.add_argument("--memory_images", default=0, type=int,
+    data.add_argument("--memory_images", default=0, type=non_negative_int,
                       help="Use the first N train images (0: all; synthetic: 0 means 600 scenes). Default: 0.")
-    data.add_argument("--val_images", default=0, type=int,
+    data.add_argument("--val_images", default=0, type=non_negative_int,
                       help="Score the first N val images (0: all; synthetic: 0 means 200 scenes). Default: 0.")
     data.add_argument("--eval_split", default="val", choices=["val", "dev"],
                       help="Synthetic only: the val split or the train-split development set. Default: val.")
-    data.add_argument("--synthetic_size", default=0, type=int,
+    data.add_argument("--synthetic_size", default=0, type=non_negative_int,
                       help="Side at which synthetic scenes are drawn (0: --input_size). Default: 0.")
     data.add_argument("--synthetic_style", default="default", choices=list(SCENE_STYLES),
                       help="Layout of the synthetic scenes. Default: default.")
     data.add_argument("--data_seed", default=0, type=int, help="Seed of the synthetic scenes. Default: 0.")
-    data.add_argument("--batch_size", default=32, type=int, help="Images per batch. Default: 32.")
-    data.add_argument("--num_workers", default=4, type=int, help="Data loader workers. Default: 4.")
+    data.add_argument("--batch_size", default=32, type=positive_int, help="Images per batch. Default: 32.")
+    data.add_argument("--num_workers", default=4, type=non_negative_int, help="Data loader workers. Default: 4.")
     protocol = parser.add_argument_group("protocol")
-    protocol.add_argument("--memory_size", default=10240000, type=int,
+    protocol.add_argument("--memory_size", default=10240000, type=non_negative_int,
                           help="Patches kept in the memory (rare classes first); 0 keeps every patch. "
                                "Default: 10240000 (1024 x 10^4, the largest reported).")
-    protocol.add_argument("--augmentation_epochs", default=2, type=int,
+    protocol.add_argument("--augmentation_epochs", default=2, type=positive_int,
                           help="Augmented passes over the train images (2 in the reproduction's table). Default: 2.")
-    protocol.add_argument("--n_neighbours", default=30, type=int, help="Neighbours per patch (k). Default: 30.")
-    protocol.add_argument("--temperature", default=0.02, type=float,
+    protocol.add_argument("--n_neighbours", default=30, type=positive_int,
+                          help="Neighbours per patch (k). Default: 30.")
+    protocol.add_argument("--temperature", default=0.02, type=positive_float,
                           help="Softmax temperature of the label transfer. Default: 0.02.")
     search = parser.add_argument_group("search")
     search.add_argument("--knn_backend", default="torch", choices=["torch", "faiss"],
                         help="Exact search: chunked torch matrix products on --device, or faiss's flat "
                              "inner-product index on the CPU (needs faiss installed). Default: torch.")
-    search.add_argument("--query_chunk", default=4096, type=int,
+    search.add_argument("--query_chunk", default=4096, type=positive_int,
                         help="Query patches per similarity block. Default: 4096.")
-    search.add_argument("--key_chunk", default=32768, type=int,
+    search.add_argument("--key_chunk", default=32768, type=positive_int,
                         help="Memory patches per similarity block. Default: 32768.")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", default=0, type=int,
@@ -408,13 +409,11 @@ def build_datasets(args: argparse.Namespace):
 
 
 def config_from_args(args: argparse.Namespace) -> RetrievalConfig:
-    if args.input_size % args.patch_size:
-        raise UsageError(f"--input_size {args.input_size} must be a multiple of --patch_size {args.patch_size}")
-    if args.n_neighbours < 1 or args.augmentation_epochs < 1 or args.memory_size < 0 or args.temperature <= 0:
-        raise UsageError("--n_neighbours, --augmentation_epochs and --temperature must be positive and "
-                         "--memory_size non-negative")
-    if min(args.query_chunk, args.key_chunk, args.batch_size) < 1:
-        raise UsageError("--query_chunk, --key_chunk and --batch_size must be positive")
+    check_input_size(args.input_size, args.patch_size)  # the ranges of the numeric flags: their argparse types
+    if args.dataset == "synthetic" and (args.synthetic_size or args.input_size) < 16:
+        flag = "--synthetic_size" if args.synthetic_size else "--input_size"
+        size = args.synthetic_size or args.input_size
+        raise UsageError(f"{flag} {size} is below 16 px, the smallest synthetic scene")
     if args.knn_backend == "faiss":
         try:
             import faiss  # noqa: F401

@@ -28,7 +28,7 @@ import torch
 from croc_utils.architectures import ARCH_CONFIGS
 from croc_utils.atomic_io import atomic_write
 from croc_utils.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
-from croc_utils.cli import UsageError, run_cli
+from croc_utils.cli import OneLineErrorParser, UsageError, run_cli
 from models.vision_transformer import build_backbone
 
 # (arch, patch size) -> timm model name; other pairs use the nearest name with overriding arguments (timm_call)
@@ -111,7 +111,7 @@ def timm_snippet(output: str, metadata: Mapping[str, str]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("python -m models.export", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser("python -m models.export", description=__doc__.split("\n")[0])
     parser.add_argument("--pretrained_weights", required=True, type=str,
                         help="A CrOC/DINO training checkpoint or a bare backbone state dict.")
     parser.add_argument("--checkpoint_key", default="teacher", type=str,

@@ -288,7 +288,11 @@ def test_command_line_on_an_ade20k_tree(tmp_path):
 
 @pytest.mark.parametrize("flags,message", [
     (["--input_size", "30"], "multiple of --patch_size"),
-    (["--n_neighbours", "0"], "must be positive"),
+    (["--n_neighbours", "0"], "argument --n_neighbours: must be a whole number >= 1, got 0"),
+    (["--input_size", "0"], "argument --input_size: must be a whole number >= 1, got 0"),  # was a traceback
+    (["--memory_images", "-1"], "argument --memory_images: must be a whole number >= 0"),  # was a traceback
+    (["--input_size", "8"], "below 16 px, the smallest synthetic scene"),  # was a traceback naming another tool's flag
+    (["--temperature", "0"], "argument --temperature: must be a number > 0"),
     (["--n_neighbours", "1000"], "from a memory of"),
 ])
 def test_bad_settings_end_in_one_line(tmp_path, capsys, flags, message):
